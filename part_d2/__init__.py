@@ -1,0 +1,5 @@
+"""part_d2: instance-level part segmentation on Detectron2 (OPS and PartDistillation).
+
+Importing the package registers its datasets, meta-architectures and backbones.
+"""
+__version__ = "0.1.0"

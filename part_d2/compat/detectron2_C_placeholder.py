@@ -1,0 +1,21 @@
+"""Placeholder for ``detectron2._C`` written by part_d2's ``tools/setup_env.sh``.
+
+detectron2 installed from the registry's Python sources has no compiled extension, but its
+layers import ``_C`` at module level. part_d2 never calls detectron2's compiled operators;
+any code that does gets an error naming the operator instead of an import failure.
+"""
+
+
+class CompiledOpUnavailable(AttributeError):
+    """Raised on access to any compiled detectron2 operator."""
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise CompiledOpUnavailable(
+        f"detectron2._C.{name} is unavailable: this detectron2 was installed without its "
+        "compiled C++/CUDA extension (tools/setup_env.sh). part_d2 does not need it; to use "
+        "detectron2 ops such as deformable convolution, rotated boxes or the fast COCO "
+        "evaluator, build detectron2 from source (see README.md)."
+    )

@@ -1,0 +1,1 @@
+from .part_json import LABEL_VIEWS, PartDatasetError, load_part_json, register_part_json  # noqa: F401
