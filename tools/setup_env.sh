@@ -44,7 +44,7 @@ fi
 
 COMMON=(fvcore pycocotools scikit-learn scikit-image opencv-python-headless lvis tqdm pytest
         pydensecrf2 matplotlib termcolor yacs tabulate cloudpickle tensorboard "omegaconf>=2.1"
-        "hydra-core>=1.1" pyyaml)
+        "hydra-core>=1.1" pyyaml shapely)
 if [ "$D2_FROM_REGISTRY" = 1 ]; then
     # detectron2 v0.6 uses np.int (removed in numpy 1.24) and Image.LINEAR (removed in Pillow 10).
     COMMON+=("numpy<1.24" "pillow<10" "iopath>=0.1.7,<0.1.10" "fvcore>=0.1.5,<0.1.6")

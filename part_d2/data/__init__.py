@@ -1,1 +1,2 @@
 from .part_json import LABEL_VIEWS, PartDatasetError, load_part_json, register_part_json  # noqa: F401
+from . import builtin  # noqa: F401,E402  (registers the built-in datasets)

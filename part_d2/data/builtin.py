@@ -1,0 +1,44 @@
+"""Registration of part_d2's built-in datasets (importing part_d2 runs it).
+
+Datasets live under ``$DETECTRON2_DATASETS`` (default ``datasets/``). The embedded synthetic part
+dataset is generated there on first use; real datasets are registered whether or not their
+files exist, and loading a missing one names the preparation command to run.
+"""
+import os
+
+from part_d2.data.part_json import register_part_json
+
+SYNTHETIC_SPLITS = ("train", "val", "test")
+
+
+def datasets_root() -> str:
+    return os.environ.get("DETECTRON2_DATASETS", "datasets")
+
+
+def _ensure_synthetic(root, **kwargs):
+    from part_d2.data.synthetic import ensure_synthetic_parts
+
+    ensure_synthetic_parts(root, **kwargs)
+
+
+def register_synthetic_parts(root: str = None, prefix: str = "synthetic_parts", **generator_kwargs):
+    """Register ``{prefix}_{train,val,test}_{parts,agnostic,objects}``, generated on first load.
+
+    ``generator_kwargs`` go to :func:`part_d2.data.synthetic.ensure_synthetic_parts` (seed, sizes).
+    """
+    root = root or datasets_root()
+    base = os.path.join(root, "synthetic_parts")
+    names = []
+    for split in SYNTHETIC_SPLITS:
+        names += register_part_json(
+            f"{prefix}_{split}",
+            os.path.join(base, "annotations", f"{split}.json"),
+            base,
+            prepare_hint=f"python datasets/generate_synthetic_parts.py --root {root}",
+            ensure_fn=lambda: _ensure_synthetic(root, **generator_kwargs),
+            split=split,
+        )
+    return names
+
+
+register_synthetic_parts()

@@ -1,0 +1,171 @@
+"""Object-mask sources: the one interface through which OPS and PartDistillation get object masks.
+
+A source maps a dataset record (and its decoded image) to a (H, W) bool mask of the object(s) in
+the image at the record's original resolution. Sources:
+
+- ``perfect``: the union of the record's ground-truth objects (each the union of its parts);
+- ``imperfect``: ``perfect`` perturbed by a seeded erosion/dilation and a jitter, fixed per image;
+- ``stored``: RLEs from a json ``{file_name | basename | str(image_id): [RLE, ...]}``;
+- ``rgba``: the alpha channel of the image file (OPS's on-disk format);
+- ``model``: any detectron2 instance model (config + weights), masks above a score threshold.
+"""
+import logging
+import os
+import zlib
+from typing import Callable, Dict, Optional
+
+import cv2
+import numpy as np
+
+from part_d2.data.image_io import ImageReadError, read_alpha_channel
+from part_d2.data.part_json import PartDatasetError, read_json
+from part_d2.structures.masks import segmentation_to_mask
+
+logger = logging.getLogger(__name__)
+
+OBJECT_MASK_SOURCES: Dict[str, Callable] = {}
+
+
+def _register(name):
+    def deco(cls):
+        OBJECT_MASK_SOURCES[name] = cls
+        return cls
+
+    return deco
+
+
+class ObjectMaskSource:
+    """Base class: ``source(record, image) -> (H, W) bool`` at the record's resolution."""
+
+    def __call__(self, record: Dict, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def union_of_objects(record: Dict) -> np.ndarray:
+    """Union of the record's ``objects`` segmentations as a (H, W) bool mask."""
+    h, w = record["height"], record["width"]
+    mask = np.zeros((h, w), dtype=bool)
+    for obj in record.get("objects", []):
+        mask |= segmentation_to_mask(obj["segmentation"], h, w)
+    return mask
+
+
+@_register("perfect")
+class PerfectObjectMasks(ObjectMaskSource):
+    def __call__(self, record, image):
+        if not record.get("objects"):
+            raise PartDatasetError(
+                f"{record['file_name']}: the 'perfect' object-mask source needs ground-truth objects, "
+                "but this record has none"
+            )
+        return union_of_objects(record)
+
+
+def perturb_mask(mask: np.ndarray, rng: np.random.Generator, max_kernel: int, max_shift: float) -> np.ndarray:
+    """Erode or dilate a (H, W) bool mask with a random elliptic kernel, then shift it.
+
+    The kernel side is drawn from [3, max_kernel]; the shift from ±max_shift × the mask's box size.
+    """
+    out = mask.astype(np.uint8)
+    size = int(rng.integers(3, max(3, max_kernel) + 1))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    out = cv2.erode(out, kernel) if rng.random() < 0.5 else cv2.dilate(out, kernel)
+    if out.sum() == 0:
+        out = mask.astype(np.uint8)
+    ys, xs = np.nonzero(mask)
+    if len(xs):
+        dx = int(round(rng.uniform(-max_shift, max_shift) * (xs.max() - xs.min() + 1)))
+        dy = int(round(rng.uniform(-max_shift, max_shift) * (ys.max() - ys.min() + 1)))
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        out = cv2.warpAffine(out, m, (mask.shape[1], mask.shape[0]), flags=cv2.INTER_NEAREST)
+    return out.astype(bool)
+
+
+@_register("imperfect")
+class ImperfectObjectMasks(ObjectMaskSource):
+    """Simulated detector masks: perfect masks perturbed deterministically per image."""
+
+    def __init__(self, max_kernel: int = 15, max_shift: float = 0.05, seed: int = 0):
+        self.max_kernel, self.max_shift, self.seed = max_kernel, max_shift, seed
+
+    def __call__(self, record, image):
+        key = zlib.crc32(str(record.get("image_id", record["file_name"])).encode())
+        rng = np.random.default_rng([self.seed, key])
+        return perturb_mask(PerfectObjectMasks()(record, image), rng, self.max_kernel, self.max_shift)
+
+
+@_register("stored")
+class StoredObjectMasks(ObjectMaskSource):
+    """Masks from a json mapping an image key to a list of RLEs (union taken)."""
+
+    def __init__(self, json_file: str):
+        if not json_file:
+            raise PartDatasetError("INPUT.OBJECT_MASK.STORED_JSON must name a json file for the 'stored' source")
+        self.json_file = json_file
+        self.masks = read_json(json_file)
+        if not isinstance(self.masks, dict):
+            raise PartDatasetError(f"{json_file}: expected a json object mapping image keys to RLE lists")
+
+    def __call__(self, record, image):
+        keys = (record["file_name"], os.path.basename(record["file_name"]), str(record.get("image_id")))
+        rles = next((self.masks[k] for k in keys if k in self.masks), None)
+        if rles is None:
+            raise PartDatasetError(f"{self.json_file}: no object mask for image {record['file_name']}")
+        h, w = record["height"], record["width"]
+        mask = np.zeros((h, w), dtype=bool)
+        for rle in rles:
+            if list(rle["size"]) != [h, w]:
+                raise PartDatasetError(
+                    f"{self.json_file}: object mask of {record['file_name']} is {rle['size'][1]}x{rle['size'][0]} "
+                    f"(WxH) but the image is {w}x{h}"
+                )
+            mask |= segmentation_to_mask(rle, h, w)
+        return mask
+
+
+@_register("rgba")
+class AlphaObjectMasks(ObjectMaskSource):
+    def __call__(self, record, image):
+        mask = read_alpha_channel(record["file_name"])
+        if mask.shape != image.shape[:2]:
+            raise ImageReadError(f"{record['file_name']}: alpha channel size differs from the image")
+        return mask
+
+
+@_register("model")
+class ModelObjectMasks(ObjectMaskSource):
+    """Masks predicted by a detectron2 instance model (union of detections above a threshold)."""
+
+    def __init__(self, config_file: str, weights: str, score_thresh: float = 0.5, predictor=None):
+        self.config_file, self.weights, self.score_thresh = config_file, weights, score_thresh
+        self._predictor = predictor
+
+    @property
+    def predictor(self):
+        if self._predictor is None:
+            from part_d2.engine.predictor import build_predictor
+
+            self._predictor = build_predictor(self.config_file, self.weights)
+        return self._predictor
+
+    def __call__(self, record, image):
+        inst = self.predictor(image)["instances"].to("cpu")
+        keep = inst.scores >= self.score_thresh
+        masks = inst.pred_masks[keep].numpy()
+        return masks.any(axis=0) if len(masks) else np.zeros(image.shape[:2], dtype=bool)
+
+
+def build_object_mask_source(cfg) -> Optional[ObjectMaskSource]:
+    """The source named by ``INPUT.OBJECT_MASK.SOURCE`` (None when no step uses object masks)."""
+    c = cfg.INPUT.OBJECT_MASK
+    if not (c.ENABLED or cfg.TEST.POST_AWARE.ENABLED):
+        return None
+    if c.SOURCE not in OBJECT_MASK_SOURCES:
+        raise ValueError(f"INPUT.OBJECT_MASK.SOURCE={c.SOURCE!r}; expected one of {sorted(OBJECT_MASK_SOURCES)}")
+    if c.SOURCE == "imperfect":
+        return ImperfectObjectMasks(c.IMPERFECT_MAX_KERNEL, c.IMPERFECT_MAX_SHIFT, c.IMPERFECT_SEED)
+    if c.SOURCE == "stored":
+        return StoredObjectMasks(c.STORED_JSON)
+    if c.SOURCE == "model":
+        return ModelObjectMasks(c.MODEL_CONFIG, c.MODEL_WEIGHTS, c.MODEL_SCORE_THRESH)
+    return OBJECT_MASK_SOURCES[c.SOURCE]()

@@ -1,0 +1,58 @@
+"""detectron2's ``launch``, extended to several CPU processes (gloo) on detectron2 v0.6.
+
+detectron2 main already falls back to gloo when no GPU is present; v0.6 asserts CUDA for more than
+one process. On GPUs, and on detectron2 versions with CPU support, this defers to detectron2.
+"""
+import logging
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as d2_launch
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def _d2_supports_cpu() -> bool:
+    """detectron2 versions that create local process groups themselves also support gloo."""
+    return hasattr(comm, "create_local_process_group")
+
+
+def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(),
+           timeout=DEFAULT_TIMEOUT):
+    """Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes per machine.
+
+    Same arguments as :func:`detectron2.engine.launch`; without CUDA, "gpus" are CPU processes.
+    """
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1 or torch.cuda.is_available() or _d2_supports_cpu():
+        return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout=timeout)
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("--dist-url auto works on one machine only; give tcp://HOST:PORT")
+        from detectron2.engine.launch import _find_free_port
+
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.spawn(
+        _cpu_worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        daemon=False,
+    )
+
+
+def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url, args, timeout):
+    global_rank = machine_rank * procs_per_machine + local_rank
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
+                            timeout=timeout)
+    for i in range(world_size // procs_per_machine):
+        group = dist.new_group(list(range(i * procs_per_machine, (i + 1) * procs_per_machine)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs_per_machine))
+    comm.synchronize()
+    main_func(*args)

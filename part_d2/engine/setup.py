@@ -1,0 +1,36 @@
+"""Config setup shared by part_d2's command-line tools."""
+import logging
+
+from detectron2.config import get_cfg
+from detectron2.engine import default_setup
+
+from part_d2.config import add_part_d2_config
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the key."""
+
+
+def load_config(config_file: str = "", opts=()):
+    """detectron2's default config + part_d2's keys, merged with a YAML file and KEY VALUE pairs."""
+    cfg = get_cfg()
+    add_part_d2_config(cfg)
+    try:
+        if config_file:
+            cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+    except KeyError as e:
+        where = config_file or "command-line overrides"
+        raise ConfigError(f"{where}: {e.args[0] if e.args else e} (unknown config key?)") from None
+    except FileNotFoundError as e:
+        raise ConfigError(f"{config_file}: config file not found ({e})") from None
+    return cfg
+
+
+def setup(args):
+    """Config from ``args.config_file``/``args.opts``, frozen, with detectron2's default setup."""
+    cfg = load_config(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    logging.getLogger("part_d2").setLevel(logging.INFO)
+    return cfg

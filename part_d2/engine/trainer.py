@@ -1,0 +1,105 @@
+"""``PartTrainer``: detectron2's DefaultTrainer with part_d2's data, evaluation and checkpoints."""
+import logging
+import weakref
+
+import torch
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.evaluation import DatasetEvaluators
+from detectron2.modeling import build_model
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from part_d2.checkpoint import PartCheckpointer
+from part_d2.data.dataset_mapper import PartDatasetMapper
+from part_d2.modeling.object_aware import attach_post_aware_filter
+from part_d2.solver.build import build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+def build_part_model(cfg) -> torch.nn.Module:
+    """detectron2's ``build_model`` plus post-aware filtering when ``TEST.POST_AWARE.ENABLED``."""
+    model = build_model(cfg)
+    if cfg.TEST.POST_AWARE.ENABLED:
+        attach_post_aware_filter(model, cfg.TEST.POST_AWARE.MIN_AREA_FRACTION, cfg.TEST.POST_AWARE.RESCORE)
+    return model
+
+
+def build_evaluator(cfg, dataset_name: str, output_folder=None):
+    """The evaluator named by the dataset's ``evaluator_type`` ("part", "sem_seg" or "lvis")."""
+    from part_d2.evaluation import PartEvaluator
+
+    meta = MetadataCatalog.get(dataset_name)
+    kind = getattr(meta, "evaluator_type", "part")
+    if kind == "part":
+        return PartEvaluator(
+            dataset_name,
+            output_dir=output_folder,
+            max_dets=tuple(cfg.TEST.PART_EVAL.MAX_DETS),
+            class_aware=cfg.TEST.PART_EVAL.CLASS_AWARE,
+        )
+    if kind == "sem_seg":
+        from detectron2.evaluation import SemSegEvaluator
+
+        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+    if kind == "lvis":
+        from detectron2.evaluation import LVISEvaluator
+
+        return LVISEvaluator(dataset_name, ("segm",), True, output_folder)
+    raise ValueError(f"dataset '{dataset_name}' has evaluator_type={kind!r}, which part_d2 does not handle")
+
+
+class PartTrainer(DefaultTrainer):
+    """Trainer for part segmentation models (Cascade Mask R-CNN, Mask2Former, OPS, PartDistillation).
+
+    Differences from DefaultTrainer: :class:`PartDatasetMapper` for train and test data, the part
+    evaluator, part_d2's optimizer builder, :class:`PartCheckpointer` (4-channel stems, legacy
+    pickles, ``weights_only``) and DistributedDataParallel on CPU processes.
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        device_ids = [comm.get_local_rank()] if cfg.MODEL.DEVICE.startswith("cuda") else None
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids,
+                                 find_unused_parameters=cfg.MODEL.get("FIND_UNUSED_PARAMETERS", False))
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = PartCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                             init=cfg.INPUT.OBJECT_MASK.INIT)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = build_part_model(cfg)
+        logging.getLogger(__name__).info(
+            f"Model: {type(model).__name__} with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+        )
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=PartDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=PartDatasetMapper(cfg, False), num_workers=cfg.SOLVER.NUM_WORKERS_EVAL
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return DatasetEvaluators([build_evaluator(cfg, dataset_name, output_folder)])

@@ -1,0 +1,1 @@
+"""part_d2 models; importing registers the meta-architectures and backbones."""

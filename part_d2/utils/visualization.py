@@ -1,0 +1,74 @@
+"""Drawing part predictions: overlays, object contours and image collages (pure numpy + OpenCV)."""
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+
+def part_colors(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 3) uint8 distinct-looking RGB colours (golden-ratio hues, fixed order)."""
+    hues = (np.arange(n) * 0.618033988749895 + 0.1 * seed) % 1.0
+    hsv = np.stack([hues * 179, np.full(n, 200), np.full(n, 255)], axis=1).astype(np.uint8)[None]
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
+
+
+def draw_parts(
+    image_rgb: np.ndarray,
+    masks: np.ndarray,
+    scores: Optional[Sequence[float]] = None,
+    object_mask: Optional[np.ndarray] = None,
+    alpha: float = 0.55,
+) -> np.ndarray:
+    """Overlay part masks on an image.
+
+    Args:
+        image_rgb: (H, W, 3) uint8.
+        masks: (N, H, W) bool, drawn in order (later masks on top).
+        scores: N scores written at each part's centroid, or None.
+        object_mask: (H, W) bool drawn as a white contour, or None.
+    Returns:
+        (H, W, 3) uint8 RGB overlay.
+    """
+    out = image_rgb.astype(np.float32).copy()
+    colors = part_colors(len(masks)).astype(np.float32)
+    for m, c in zip(masks, colors):
+        out[m] = out[m] * (1 - alpha) + c * alpha
+    out = out.astype(np.uint8)
+    for m, c in zip(masks, colors):
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, tuple(int(v) for v in c // 2), 1)
+    if object_mask is not None:
+        contours, _ = cv2.findContours(object_mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
+    if scores is not None:
+        scale = max(0.3, min(out.shape[:2]) / 600)
+        for m, s in zip(masks, scores):
+            ys, xs = np.nonzero(m)
+            if len(xs):
+                cv2.putText(out, f"{s:.2f}", (int(xs.mean()), int(ys.mean())), cv2.FONT_HERSHEY_SIMPLEX,
+                            scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def collage(images: List[np.ndarray], cols: int, cell: int = 160, pad: int = 2) -> np.ndarray:
+    """Tile RGB images into a grid of ``cols`` columns, each resized to fit a ``cell``² square."""
+    rows = max(1, (len(images) + cols - 1) // cols)
+    canvas = np.full((rows * (cell + pad) + pad, cols * (cell + pad) + pad, 3), 255, np.uint8)
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        s = cell / max(h, w)
+        small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        r, c = divmod(i, cols)
+        y, x = pad + r * (cell + pad), pad + c * (cell + pad)
+        canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+    return canvas
+
+
+def write_png(path: str, image_rgb: np.ndarray) -> None:
+    """Write an RGB image as PNG (atomically: a temp file renamed into place)."""
+    import os
+
+    tmp = f"{path}.tmp.png"
+    if not cv2.imwrite(tmp, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write PNG")
+    os.replace(tmp, path)

@@ -1,0 +1,215 @@
+"""Part json loading (label views, repairs), robust image reading, object-mask sources, the mapper."""
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from part_d2.config import add_part_d2_config
+from part_d2.data.dataset_mapper import PartDatasetMapper, build_lsj_augmentations
+from part_d2.data.image_io import ImageReadError, read_image_checked
+from part_d2.data.object_masks import (
+    ImperfectObjectMasks,
+    PerfectObjectMasks,
+    StoredObjectMasks,
+    AlphaObjectMasks,
+    build_object_mask_source,
+)
+from part_d2.data.part_json import PartDatasetError, load_part_json
+from part_d2.structures.masks import mask_to_rle, segmentation_to_mask
+
+
+def _cfg(**over):
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_part_d2_config(cfg)
+    for k, v in over.items():
+        node = cfg
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return cfg
+
+
+# ---------------------------------------------------------------- part json and label views
+def test_label_views(tiny_part_dataset):
+    json_file, root, _ = tiny_part_dataset
+    parts = load_part_json(json_file, root, "parts")
+    agnostic = load_part_json(json_file, root, "agnostic")
+    objects = load_part_json(json_file, root, "objects")
+    assert len(parts) == 3
+    assert [a["category_id"] for a in parts[0]["annotations"]] == [0, 1]  # contiguous part ids
+    assert [a["category_id"] for a in agnostic[0]["annotations"]] == [0, 0]
+    assert [a["category_id"] for a in objects[0]["annotations"]] == [0]
+    assert parts[0]["object_category_id"] == 0
+    # the object is exactly the union of its parts
+    h, w = parts[0]["height"], parts[0]["width"]
+    union = np.zeros((h, w), bool)
+    for a in parts[0]["annotations"]:
+        union |= segmentation_to_mask(a["segmentation"], h, w)
+    assert (union == segmentation_to_mask(objects[0]["annotations"][0]["segmentation"], h, w)).all()
+    assert parts[0]["annotations"][0]["area"] == pytest.approx(16 * 24)
+    assert parts[0]["annotations"][0]["bbox"] == pytest.approx([8, 8, 16, 24])
+
+
+def test_defects_are_repaired_or_dropped_with_counts(tiny_part_dataset, rewrite_json, caplog):
+    json_file, root, data = tiny_part_dataset
+    anns = data["annotations"]
+    anns[0]["segmentation"] = [[1, 2, 3, 4]]  # < 6 values
+    anns[1]["segmentation"] = [[10, 10, 20, 10, 20, 20, 10]]  # odd length
+    anns[2]["segmentation"] = [[5, 5, 5, 5, 5, 5]]  # zero area
+    anns[3]["segmentation"] = [[-10, -10, 20, -10, 20, 20, -10, 20]]  # partly outside: clipped
+    anns[4]["segmentation"] = [[100, 100, 120, 100, 120, 120]]  # fully outside: zero area after clipping
+    data["images"].append({"id": 9, "file_name": "images/0.png", "height": 48, "width": 64})  # no annotations
+    rewrite_json(json_file, data)
+    with caplog.at_level(logging.WARNING):
+        recs = {r["image_id"]: r for r in load_part_json(json_file, root, "parts")}
+    assert len(recs[0]["annotations"]) == 0
+    assert len(recs[1]["annotations"]) == 1 and recs[1]["annotations"][0]["bbox"] == pytest.approx([0, 0, 20, 20])
+    assert len(recs[2]["annotations"]) == 1
+    assert recs[9]["annotations"] == []
+    text = caplog.text
+    assert "2 polygons with < 6 or an odd number of values" in text
+    assert "2 parts with zero area" in text
+    assert "2 polygons outside the image (clipped)" in text
+    assert "2 images without annotations" in text  # image 0 lost both parts
+
+
+@pytest.mark.parametrize("content", ['{"images": [', "not json", '[1, 2]', '{"images": []}'])
+def test_malformed_json_names_the_file(tmp_path, content):
+    p = tmp_path / "bad.json"
+    p.write_text(content)
+    with pytest.raises(PartDatasetError, match="bad.json"):
+        load_part_json(str(p), str(tmp_path))
+
+
+def test_missing_json(tmp_path):
+    with pytest.raises(PartDatasetError, match="not found"):
+        load_part_json(str(tmp_path / "none.json"), str(tmp_path))
+
+
+# ---------------------------------------------------------------- images
+def test_odd_image_formats_become_8bit_rgb(tmp_path):
+    gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (32, 1))
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray((gray.astype(np.uint16) * 257)).save(tmp_path / "g16.png")
+    rgba = np.dstack([np.full((32, 64, 3), 200, np.uint8), np.full((32, 64), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((32, 64, 3), 90, np.uint8)).convert("P").save(tmp_path / "pal.png")
+    for name in ("gray", "g16", "rgba", "pal"):
+        img = read_image_checked(str(tmp_path / f"{name}.png"), "BGR")
+        assert img.shape == (32, 64, 3) and img.dtype == np.uint8, name
+    assert (read_image_checked(str(tmp_path / "g16.png"))[:, :, 0] == gray).all()
+    assert (read_image_checked(str(tmp_path / "rgba.png")) == 200).all()
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    img = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert read_image_checked(str(tmp_path / "rot.jpg")).shape == (40, 20, 3)
+
+
+def test_missing_and_corrupt_images_name_the_file(tmp_path):
+    with pytest.raises(ImageReadError, match="missing.png: image file not found"):
+        read_image_checked(str(tmp_path / "missing.png"))
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ImageReadError, match="corrupt.png: cannot decode"):
+        read_image_checked(str(tmp_path / "corrupt.png"))
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "trunc.jpg").write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ImageReadError, match="trunc.jpg"):
+        read_image_checked(str(tmp_path / "trunc.jpg"))
+
+
+# ---------------------------------------------------------------- object-mask sources
+def test_object_mask_sources(tiny_part_dataset, tmp_path):
+    json_file, root, _ = tiny_part_dataset
+    rec = load_part_json(json_file, root, "parts")[0]
+    img = read_image_checked(rec["file_name"])
+    perfect = PerfectObjectMasks()(rec, img)
+    assert perfect.sum() == 32 * 24 and perfect[8:32, 8:40].all()
+    a = ImperfectObjectMasks(9, 0.1, seed=3)(rec, img)
+    assert (a == ImperfectObjectMasks(9, 0.1, seed=3)(rec, img)).all()  # fixed per image
+    assert (a != perfect).any() and (a & perfect).sum() > 0.3 * perfect.sum()
+
+    stored = tmp_path / "masks.json"
+    stored.write_text(json.dumps({"0.png": [mask_to_rle(perfect)]}))
+    assert (StoredObjectMasks(str(stored))(rec, img) == perfect).all()
+    with pytest.raises(PartDatasetError, match="no object mask for image"):
+        StoredObjectMasks(str(stored))(dict(rec, file_name="x/1.png", image_id=1), img)
+    stored.write_text(json.dumps({"0.png": [mask_to_rle(np.zeros((10, 10), bool))]}))
+    with pytest.raises(PartDatasetError, match="10x10"):
+        StoredObjectMasks(str(stored))(rec, img)
+
+    rgba = np.dstack([img[:, :, ::-1], perfect.astype(np.uint8) * 255])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "obj.png")
+    rec_rgba = dict(rec, file_name=str(tmp_path / "obj.png"))
+    assert (AlphaObjectMasks()(rec_rgba, img) == perfect).all()
+    with pytest.raises(ImageReadError, match="no alpha channel"):
+        AlphaObjectMasks()(rec, img)
+
+
+def test_object_mask_source_from_config():
+    assert build_object_mask_source(_cfg()) is None
+    src = build_object_mask_source(_cfg(**{"INPUT.OBJECT_MASK.ENABLED": True, "INPUT.OBJECT_MASK.SOURCE": "imperfect"}))
+    assert isinstance(src, ImperfectObjectMasks)
+    with pytest.raises(ValueError, match="expected one of"):
+        build_object_mask_source(_cfg(**{"INPUT.OBJECT_MASK.ENABLED": True, "INPUT.OBJECT_MASK.SOURCE": "oracle"}))
+
+
+# ---------------------------------------------------------------- mapper
+def test_lsj_mapper_four_channels(tiny_part_dataset):
+    json_file, root, _ = tiny_part_dataset
+    rec = load_part_json(json_file, root, "parts")[1]
+    cfg = _cfg(**{"INPUT.IMAGE_SIZE": 96, "INPUT.MIN_SCALE": 0.5, "INPUT.MAX_SCALE": 1.0,
+                  "INPUT.OBJECT_MASK.ENABLED": True, "INPUT.MASK_FORMAT": "bitmask"})
+    mapper = PartDatasetMapper(cfg, True)
+    np.random.seed(0)
+    out = mapper(rec)
+    img = out["image"]
+    assert img.shape[0] == 4 and tuple(img.shape[1:]) == (96, 96)
+    assert set(torch.unique(img[3]).tolist()) <= {0, 255}  # binary channel; padding is background
+    inst = out["instances"]
+    assert inst.gt_classes.tolist() == [0, 0]  # class-agnostic by default
+    obj = img[3] > 0
+    parts = inst.gt_masks.tensor.any(0)
+    assert (parts == obj).float().mean() > 0.97  # channel and parts agree up to resampling
+    assert not obj[-1].any() or not obj[:, -1].any()
+
+
+def test_test_mapper_keeps_object_mask_at_original_resolution(tiny_part_dataset):
+    json_file, root, _ = tiny_part_dataset
+    rec = load_part_json(json_file, root, "parts")[0]
+    cfg = _cfg(**{"INPUT.MIN_SIZE_TEST": 96, "INPUT.MAX_SIZE_TEST": 200, "TEST.POST_AWARE.ENABLED": True})
+    out = PartDatasetMapper(cfg, False)(rec)
+    assert out["image"].shape == (3, 96, 128)
+    assert out["object_mask"].shape == (48, 64) and out["object_mask"].sum() == 32 * 24
+    assert "instances" not in out
+
+
+def test_mapper_skips_unreadable_training_images(tiny_part_dataset):
+    json_file, root, _ = tiny_part_dataset
+    rec = dict(load_part_json(json_file, root, "parts")[0], file_name="/nonexistent/x.png")
+    assert PartDatasetMapper(_cfg(), True)(rec) is None
+    with pytest.raises(ImageReadError, match="x.png"):
+        PartDatasetMapper(_cfg(), False)(rec)
+
+
+def test_mapper_size_mismatch_names_file(tiny_part_dataset):
+    json_file, root, _ = tiny_part_dataset
+    rec = dict(load_part_json(json_file, root, "parts")[0], height=50)
+    with pytest.raises(ImageReadError, match="0.png: image is 64x48"):
+        PartDatasetMapper(_cfg(), False)(rec)
+
+
+def test_lsj_augmentations_compose():
+    augs = build_lsj_augmentations(64, 0.1, 2.0, "horizontal")
+    assert [type(a).__name__ for a in augs] == ["RandomFlip", "ResizeScale", "FixedSizeCrop"]
