@@ -6,6 +6,23 @@ any code that does gets an error naming the operator instead of an import failur
 """
 
 
+PLACEHOLDER = "none (Python-only detectron2; part_d2 placeholder for detectron2._C)"
+
+
+def get_compiler_version():
+    """Informational, used by ``detectron2.utils.collect_env``."""
+    return PLACEHOLDER
+
+
+def get_cuda_version():
+    """Informational, used by ``detectron2.utils.collect_env``."""
+    return PLACEHOLDER
+
+
+def has_cuda():
+    return False
+
+
 class CompiledOpUnavailable(AttributeError):
     """Raised on access to any compiled detectron2 operator."""
 

@@ -1,1 +1,2 @@
 """part_d2 models; importing registers the meta-architectures and backbones."""
+from . import backbone, mask2former  # noqa: F401

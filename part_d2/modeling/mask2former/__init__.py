@@ -1,0 +1,22 @@
+"""Mask2Former for part_d2; importing registers ``PartMask2Former`` in ``META_ARCH_REGISTRY`` and
+the pixel/transformer decoders in their part_d2 registries."""
+from .criterion import SetCriterion
+from .head import MaskFormerHead
+from .inference import instance_inference
+from .matcher import HungarianMatcher
+from .meta_arch import PartMask2Former, build_criterion
+from .pixel_decoder import PIXEL_DECODER_REGISTRY, MSDeformAttnPixelDecoder
+from .transformer_decoder import TRANSFORMER_DECODER_REGISTRY, MultiScaleMaskedTransformerDecoder
+
+__all__ = [
+    "HungarianMatcher",
+    "MSDeformAttnPixelDecoder",
+    "MaskFormerHead",
+    "MultiScaleMaskedTransformerDecoder",
+    "PIXEL_DECODER_REGISTRY",
+    "PartMask2Former",
+    "SetCriterion",
+    "TRANSFORMER_DECODER_REGISTRY",
+    "build_criterion",
+    "instance_inference",
+]

@@ -1,0 +1,107 @@
+"""Multi-scale deformable attention (Deformable DETR) in pure PyTorch, via ``grid_sample``."""
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def ms_deform_attn_sample(
+    value: torch.Tensor,
+    spatial_shapes: List[Tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Attention-weighted sum of bilinearly sampled values over levels and points.
+
+    Locations are normalised to each level's extent (0 and 1 are the outer pixel edges, as
+    ``align_corners=False``); samples outside the map read zero.
+
+    Args:
+        value: (N, S, M, D) float, the S = sum(H_l * W_l) flattened pixels of all levels, M heads.
+        spatial_shapes: L pairs (H_l, W_l).
+        sampling_locations: (N, Lq, M, L, P, 2) float, (x, y).
+        attention_weights: (N, Lq, M, L, P) float.
+    Returns:
+        (N, Lq, M * D) float.
+    """
+    n, _, heads, dim = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    values = value.split([h * w for h, w in spatial_shapes], dim=1)
+    grids = sampling_locations * 2 - 1
+    sampled = []
+    for level, (h, w) in enumerate(spatial_shapes):
+        value_l = values[level].permute(0, 2, 3, 1).reshape(n * heads, dim, h, w)
+        grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+    sampled = torch.stack(sampled, dim=-2).flatten(-2)
+    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels * points)
+    out = (sampled * weights).sum(-1).view(n, heads * dim, num_queries)
+    return out.transpose(1, 2)
+
+
+class MSDeformAttn(nn.Module):
+    """Each query attends to ``n_points`` learned offsets around its reference point on every level.
+
+    Parameter names and shapes follow Deformable DETR so that its checkpoints load.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Offsets start as rings around the reference point, one direction per head, radius 1..P
+        pixels; uniform attention weights; Xavier projections."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], -1)
+        directions = directions / directions.abs().max(-1, keepdim=True).values
+        radii = torch.arange(1, self.n_points + 1, dtype=torch.float32)
+        bias = directions[:, None, None, :] * radii[None, None, :, None]
+        bias = bias.expand(self.n_heads, self.n_levels, self.n_points, 2)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(bias.reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for proj in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        spatial_shapes: List[Tuple[int, int]],
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: (N, Lq, C) float (with position embedding added).
+            reference_points: (N, Lq, L, 2) float, (x, y) in [0, 1] per level.
+            input_flatten: (N, S, C) float, flattened pixels of the L levels.
+            spatial_shapes: L pairs (H_l, W_l).
+        Returns:
+            (N, Lq, C) float.
+        """
+        n, num_queries, _ = query.shape
+        value = self.value_proj(input_flatten).view(n, input_flatten.shape[1], self.n_heads, -1)
+        offsets = self.sampling_offsets(query).view(
+            n, num_queries, self.n_heads, self.n_levels, self.n_points, 2
+        )
+        weights = self.attention_weights(query).view(n, num_queries, self.n_heads, -1).softmax(-1)
+        weights = weights.view(n, num_queries, self.n_heads, self.n_levels, self.n_points)
+        sizes_xy = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
+        locations = reference_points[:, :, None, :, None, :] + offsets / sizes_xy[None, None, None, :, None, :]
+        return self.output_proj(ms_deform_attn_sample(value, spatial_shapes, locations, weights))
