@@ -1,0 +1,180 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage.morphology import convex_hull_image
+
+from part_d2.modeling.losses import (
+    ClusterContrastiveLoss,
+    cluster_contrastive_losses,
+    keep_compact_clusters,
+    weighted_cluster_contrastive_losses,
+)
+
+L_C_EXAMPLE = 0.6566793457
+L_A_EXAMPLE = 2.0622070813
+
+
+def _worked_example(dtype=torch.float32):
+    f = torch.zeros(1, 2, 4, 4, dtype=dtype)
+    f[0, 0, :, :2], f[0, 0, :, 2:] = 1.0, 0.1
+    f[0, 1, :, :2], f[0, 1, :, 2:] = 0.2, 1.0
+    f[0, 1, 0, 0] = 0.5
+    return f, torch.ones(1, 4, 4, dtype=torch.bool)
+
+
+def _reference_losses(features, masks, labels, k, tau_a, tau_c, ratio=0.1):
+    """Straightforward per-cluster loops of the OPS reference definition (float64)."""
+    loss_a, loss_c, n_valid = 0.0, 0.0, 0
+    for f, m, lab in zip(features.double(), masks, labels):
+        k_eff = min(k, int(m.sum()))
+        if k_eff <= 1:
+            continue
+        pts = F.normalize(f.permute(1, 2, 0)[m], dim=1)
+        lab = lab[m]
+        centroids = []
+        for c in range(k_eff):
+            region = np.zeros(m.shape, dtype=bool)
+            region[m.numpy()] = (lab == c).numpy()
+            if region.sum() == 0 or region.sum() / convex_hull_image(region).sum() <= ratio:
+                continue
+            p = pts[lab == c]
+            centroid = p.mean(dim=0, keepdim=True)
+            loss_a += torch.exp(torch.cdist(p, centroid) / tau_a).mean().item()
+            centroids.append(centroid)
+        if len(centroids) > 1:
+            c = torch.cat(centroids)
+            loss_c += torch.exp(-torch.cdist(c, c) / tau_c).mean().item()
+            n_valid += 1
+    return loss_a / max(n_valid, 1), loss_c / max(n_valid, 1), n_valid
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_worked_example_with_kmeans(seed):
+    f, m = _worked_example()
+    out = cluster_contrastive_losses(f, m, k=2, tau_a=1.0, tau_c=1.0, seed=seed)
+    assert float(out["loss_contrast"]) == pytest.approx(L_C_EXAMPLE, abs=1e-6)
+    assert float(out["loss_affinity"]) == pytest.approx(L_A_EXAMPLE, abs=1e-6)
+    assert int(out["n_valid"]) == 1
+
+
+def test_worked_example_with_given_labels_float64():
+    f, m = _worked_example(torch.float64)
+    labels = torch.tensor([0, 0, 1, 1]).repeat(4, 1)[None]
+    out = cluster_contrastive_losses(f, m, labels=labels, k=2)
+    assert float(out["loss_contrast"]) == pytest.approx(L_C_EXAMPLE, abs=1e-9)
+    assert float(out["loss_affinity"]) == pytest.approx(L_A_EXAMPLE, abs=1e-9)
+
+
+def test_paper_formulation_on_worked_example():
+    f, m = _worked_example(torch.float64)
+    labels = torch.tensor([0, 0, 1, 1]).repeat(4, 1)[None]
+    pts = F.normalize(f[0].permute(1, 2, 0).reshape(-1, 2), dim=1)
+    lab = labels.reshape(-1)
+    cents = torch.stack([pts[lab == c].mean(dim=0) for c in range(2)])
+    aff = sum(torch.exp(((pts[lab == c] - cents[c]) ** 2).sum(1) / 0.5).mean() for c in range(2)) / 2
+    con = torch.exp(-torch.cdist(cents, cents) ** 2 / 2.0).mean()
+    out = cluster_contrastive_losses(f, m, labels=labels, k=2, tau_a=0.5, tau_c=2.0, formulation="paper")
+    assert float(out["loss_affinity"]) == pytest.approx(float(aff), abs=1e-9)
+    assert float(out["loss_contrast"]) == pytest.approx(float(con), abs=1e-9)
+
+
+def test_matches_reference_loops_with_filtered_and_skipped_images():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    masks = torch.zeros(4, 8, 8, dtype=torch.bool)
+    masks[0, 1:7, 1:7] = True
+    masks[1] = True
+    masks[2, 3, 3] = True  # one pixel: K' = 1, skipped
+    masks[3, 2:6, :] = True
+    labels = torch.randint(0, 5, (4, 8, 8), generator=g)
+    labels[2] = 0
+    labels[1, :, :] = torch.randint(0, 3, (8, 8), generator=g)
+    labels[1, 0, 0], labels[1, 7, 7] = 4, 4  # two far pixels: |m| / |hull| = 2 / 8 kept
+    labels[1, 0, 7], labels[1, 7, 0] = 3, 3  # anti-diagonal ends: 2 / 8 kept
+    out = cluster_contrastive_losses(features, masks, labels=labels, k=5, tau_a=0.7, tau_c=1.3)
+    loss_a, loss_c, n_valid = _reference_losses(features, masks, labels, 5, 0.7, 1.3)
+    assert int(out["n_valid"]) == n_valid == 3
+    assert float(out["loss_affinity"]) == pytest.approx(loss_a, abs=1e-9)
+    assert float(out["loss_contrast"]) == pytest.approx(loss_c, abs=1e-9)
+
+
+def test_single_kept_cluster_counts_affinity_only():
+    f = torch.randn(1, 2, 20, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    m = torch.ones(1, 20, 20, dtype=torch.bool)
+    labels = torch.zeros(1, 20, 20, dtype=torch.long)
+    labels[0, 0, 0], labels[0, 19, 19], labels[0, 0, 19], labels[0, 19, 0] = 1, 1, 1, 1  # 4 / 400
+    out = cluster_contrastive_losses(f, m, labels=labels, k=2)
+    pts = F.normalize(f[0].permute(1, 2, 0)[labels[0] == 0], dim=1)
+    expected = torch.exp((pts - pts.mean(0)).norm(dim=1)).mean()
+    assert int(out["n_valid"]) == 0 and float(out["loss_contrast"]) == 0.0
+    assert float(out["loss_affinity"]) == pytest.approx(float(expected), abs=1e-9)
+
+
+def test_hull_ratio_threshold_is_strict():
+    lab = np.full((20, 20), -1)
+    lab[0, 0] = lab[19, 19] = 0  # diagonal band: hull 20 pixels, ratio exactly 0.1 -> dropped
+    lab[5, 0] = lab[5, 18] = 1  # row: hull 19 pixels, ratio 2/19 > 0.1 -> kept
+    lab[10:12, 3:5] = 2  # compact square
+    assert keep_compact_clusters(lab, 4).tolist() == [False, True, True, False]
+    assert keep_compact_clusters(lab, 4, hull_ratio=0.09).tolist() == [True, True, True, False]
+
+
+def test_hull_decisions_match_skimage_on_random_label_maps():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        lab = rng.integers(0, 6, (12, 15))
+        lab[rng.random(lab.shape) < 0.6] = -1
+        ratio = rng.uniform(0.05, 0.6)
+        expected = []
+        for c in range(6):
+            region = lab == c
+            expected.append(bool(region.any() and region.sum() / convex_hull_image(region).sum() > ratio))
+        assert keep_compact_clusters(lab, 6, hull_ratio=ratio).tolist() == expected
+
+
+def test_object_mask_resized_nearest_exact_to_feature_size():
+    f = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    big = torch.zeros(1, 24, 24, dtype=torch.bool)
+    big[0, 4:20, 8:24] = True
+    small = F.interpolate(big[:, None].double(), size=(6, 6), mode="nearest-exact")[:, 0] > 0.5
+    labels = torch.randint(0, 3, (1, 6, 6), generator=torch.Generator().manual_seed(3))
+    a = cluster_contrastive_losses(f, big, labels=labels, k=3)
+    b = cluster_contrastive_losses(f, small, labels=labels, k=3)
+    assert float(a["loss_affinity"]) == float(b["loss_affinity"]) > 0
+    assert float(a["loss_contrast"]) == float(b["loss_contrast"])
+
+
+def test_gradients_flow_to_object_pixels_only():
+    f = torch.randn(2, 8, 10, 10, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    m = torch.zeros(2, 10, 10, dtype=torch.bool)
+    m[:, 2:8, 2:8] = True
+    out = weighted_cluster_contrastive_losses(f, m, k=4, seed=0)
+    (out["loss_affinity"] + out["loss_contrast"]).backward()
+    assert torch.isfinite(f.grad).all()
+    assert f.grad[:, :, m[0]].abs().sum() > 0
+    assert f.grad[:, :, ~m[0]].abs().sum() == 0
+
+
+def test_weights_and_configurable_module():
+    from detectron2.config import get_cfg
+
+    from part_d2.config import add_part_d2_config
+
+    cfg = add_part_d2_config(get_cfg())
+    cfg.MODEL.OPS.SS_LOSS.K = 2
+    cfg.MODEL.OPS.SS_LOSS.SEED = 0
+    f, m = _worked_example()
+    out = ClusterContrastiveLoss(cfg)(f, m)
+    assert float(out["loss_contrast"]) == pytest.approx(10.0 * L_C_EXAMPLE, abs=1e-5)
+    assert float(out["loss_affinity"]) == pytest.approx(0.5 * L_A_EXAMPLE, abs=1e-6)
+
+
+def test_bad_inputs_raise():
+    f, m = _worked_example()
+    with pytest.raises(ValueError, match="cluster ids"):
+        cluster_contrastive_losses(f, m, labels=torch.full((1, 4, 4), 2), k=2)
+    with pytest.raises(ValueError, match="formulation"):
+        cluster_contrastive_losses(f, m, formulation="other")
+    with pytest.raises(ValueError, match="expected features"):
+        cluster_contrastive_losses(f[0], m)
