@@ -18,6 +18,8 @@ setup(
         "scikit-image",
         "pydensecrf2",
         "lvis",
+        "scipy",
+        "shapely",
         "tqdm",
     ],
     extras_require={"slurm": ["submitit"], "test": ["pytest"]},

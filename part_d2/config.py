@@ -73,10 +73,84 @@ def _add_solver_config(cfg):
 
 def _add_mask2former_config(cfg):
     """Mask2Former keys, named as in the official implementation so its YAML files load."""
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # official key (semantic crops); unused by part_d2
+    cfg.MODEL.RESNETS.STEM_TYPE = "basic"  # key of official YAMLs (DeepLab config); only "basic" is built
+    cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1, 1]  # key of official YAMLs (DeepLab config); unused
+    mf = cfg.MODEL.MASK_FORMER = CN()
+    mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"  # transformer decoder registry name
+    mf.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"  # decoder input (only this value is supported)
+    mf.DEEP_SUPERVISION = True  # losses on every decoder layer's prediction
+    mf.NO_OBJECT_WEIGHT = 0.1  # cross-entropy weight of the "no object" class
+    mf.CLASS_WEIGHT = 2.0  # weight of the classification loss and matching cost
+    mf.MASK_WEIGHT = 5.0  # weight of the sigmoid-BCE mask loss and matching cost
+    mf.DICE_WEIGHT = 5.0  # weight of the dice loss and matching cost
+    mf.HIDDEN_DIM = 256  # transformer decoder width
+    mf.NUM_OBJECT_QUERIES = 100  # number of queries
+    mf.NHEADS = 8  # attention heads (decoder and pixel-decoder encoder)
+    mf.DROPOUT = 0.0  # dropout of the pixel decoder's deformable encoder
+    mf.DIM_FEEDFORWARD = 2048  # FFN width of the transformer decoder
+    mf.ENC_LAYERS = 0  # official key (MaskFormer v1 encoder); unused
+    mf.DEC_LAYERS = 10  # decoder layers + 1: number of predictions (initial queries included)
+    mf.PRE_NORM = False  # pre-LayerNorm decoder layers
+    mf.ENFORCE_INPUT_PROJ = False  # 1x1 projection of decoder inputs even when widths match
+    mf.SIZE_DIVISIBILITY = 32  # pad images to a multiple of this (<0: the backbone's)
+    mf.TRAIN_NUM_POINTS = 112 * 112  # points per mask for matching costs and mask losses
+    mf.OVERSAMPLE_RATIO = 3.0  # importance sampling: candidate points per kept point
+    mf.IMPORTANCE_SAMPLE_RATIO = 0.75  # importance sampling: fraction of most uncertain points
+    mf.POINT_SAMPLING = "importance"  # loss points: "importance" (official) or "uniform"
+    mf.TEST = CN()
+    mf.TEST.SEMANTIC_ON = False  # official key; part_d2 only does instance inference
+    mf.TEST.INSTANCE_ON = True  # official key; instance inference is always on
+    mf.TEST.PANOPTIC_ON = False  # official key; unused
+    mf.TEST.OBJECT_MASK_THRESHOLD = 0.8  # official key (panoptic); unused
+    mf.TEST.OVERLAP_THRESHOLD = 0.8  # official key (panoptic); unused
+    mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = True  # official key; always true for instances
+    mf.TEST.RETURN_QUERY_EMBEDDINGS = False  # add each prediction's decoder embedding to the outputs
+    head = cfg.MODEL.SEM_SEG_HEAD
+    head.MASK_DIM = 256  # channels of the per-pixel mask embeddings
+    head.TRANSFORMER_ENC_LAYERS = 6  # deformable encoder layers of the pixel decoder
+    head.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"  # pixel decoder registry name
+    head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]  # encoder levels
+    head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4  # sampling points per head and level
+    head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8  # heads of the deformable encoder
+    swin = cfg.MODEL.SWIN = CN()
+    swin.PRETRAIN_IMG_SIZE = 224  # official key; informative only
+    swin.PATCH_SIZE = 4  # patch-embedding stride
+    swin.EMBED_DIM = 96  # width of stage 1 (T/S: 96, B: 128, L: 192)
+    swin.DEPTHS = [2, 2, 6, 2]  # blocks per stage (T: 2-2-6-2, S/B/L: 2-2-18-2)
+    swin.NUM_HEADS = [3, 6, 12, 24]  # heads per stage (B: 4-8-16-32, L: 6-12-24-48)
+    swin.WINDOW_SIZE = 7  # attention window (12 for the 384-pixel pretrained models)
+    swin.MLP_RATIO = 4.0  # MLP width / embedding width
+    swin.QKV_BIAS = True  # bias of the qkv projection
+    swin.QK_SCALE = None  # attention scale (None: head_dim ** -0.5)
+    swin.DROP_RATE = 0.0  # dropout after projections
+    swin.ATTN_DROP_RATE = 0.0  # dropout of attention weights
+    swin.DROP_PATH_RATE = 0.3  # stochastic depth, linearly increasing to this value
+    swin.APE = False  # absolute position embedding
+    swin.PATCH_NORM = True  # LayerNorm after patch embedding
+    swin.OUT_FEATURES = ["res2", "res3", "res4", "res5"]  # returned stages
+    swin.USE_CHECKPOINT = False  # activation checkpointing of the blocks
 
 
 def _add_ops_config(cfg):
     """OPS: self-supervised fine-tuning and self-training keys."""
+    cfg.MODEL.OPS = CN()
+    cfg.MODEL.OPS.SS_LOSS = CN()
+    cfg.MODEL.OPS.SS_LOSS.ENABLED = False  # add the self-supervised cluster/contrastive loss
+    cfg.MODEL.OPS.SS_LOSS.K = 10  # k-means clusters per image (K' = min(K, #object pixels))
+    cfg.MODEL.OPS.SS_LOSS.TAU_A = 1.0  # temperature of the affinity (pull) term
+    cfg.MODEL.OPS.SS_LOSS.TAU_C = 1.0  # temperature of the centroid contrast (push) term
+    cfg.MODEL.OPS.SS_LOSS.WEIGHT_AFFINITY = 0.5  # λ_a, weight of loss_affinity
+    cfg.MODEL.OPS.SS_LOSS.WEIGHT_CONTRAST = 10.0  # λ_c, weight of loss_contrast
+    cfg.MODEL.OPS.SS_LOSS.HULL_RATIO = 0.1  # keep a cluster only if area / convex-hull area > this
+    cfg.MODEL.OPS.SS_LOSS.FORMULATION = "reference"  # "reference" (OPS code) or "paper" (printed equations)
+    cfg.MODEL.OPS.SS_LOSS.KMEANS_ITERS = 20  # most k-means iterations per training step
+    cfg.MODEL.OPS.SS_LOSS.KMEANS_INIT = "random"  # k-means init: "random" (reference) or "k-means++"
+    cfg.MODEL.OPS.SS_LOSS.SEED = -1  # seed of the loss's k-means generator (-1: torch's global RNG)
+    cfg.MODEL.OPS.PSEUDO_LABEL = CN()
+    cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH = 0.1  # self-training: keep predicted parts above this score
+    cfg.DATASETS.UNLABELED = ()  # datasets of the unlabeled half of each batch (SS loss only)
+    cfg.SOLVER.IMS_PER_BATCH_UNLABELED = 16  # unlabeled images per batch (all workers)
 
 
 def _add_part_distillation_config(cfg):
