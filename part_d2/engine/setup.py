@@ -19,9 +19,9 @@ def load_config(config_file: str = "", opts=()):
         if config_file:
             cfg.merge_from_file(config_file)
         cfg.merge_from_list(list(opts))
-    except KeyError as e:
-        where = config_file or "command-line overrides"
-        raise ConfigError(f"{where}: {e.args[0] if e.args else e} (unknown config key?)") from None
+    except (KeyError, AssertionError) as e:  # yacs: KeyError from files, AssertionError from lists
+        where = f"{config_file} or its overrides" if config_file and opts else (config_file or "command-line overrides")
+        raise ConfigError(f"{where}: {e.args[0] if e.args else e}") from None
     except FileNotFoundError as e:
         raise ConfigError(f"{config_file}: config file not found ({e})") from None
     return cfg
