@@ -151,7 +151,68 @@ def _add_ops_config(cfg):
     cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH = 0.1  # self-training: keep predicted parts above this score
     cfg.DATASETS.UNLABELED = ()  # datasets of the unlabeled half of each batch (SS loss only)
     cfg.SOLVER.IMS_PER_BATCH_UNLABELED = 16  # unlabeled images per batch (all workers)
+    cfg.DATASETS.PART_JSONS = ()  # "name:json_file[:image_root]" part jsons registered as name_{parts,agnostic,objects}
+    cfg.TEST.PART_EVAL.ORACLE_SEMANTIC = False  # also report mIoU/fwIoU/mACC with oracle part labels
+    cfg.TEST.PART_EVAL.ORACLE_SCORE_THRESH = 0.0  # oracle semantic metrics: ignore parts scoring at most this
 
 
 def _add_part_distillation_config(cfg):
     """PartDistillation: object masks, pixel grouping, part ranking and self-training keys."""
+    if "PART_DISTILLATION" not in cfg.MODEL:
+        cfg.MODEL.PART_DISTILLATION = CN()
+    pd = cfg.MODEL.PART_DISTILLATION
+    pd.FREEZE_BACKBONE = False  # stage 1b/3: no gradient to the backbone
+    pd.FREEZE_PIXEL_DECODER = "none"  # "none", "encoder" (its deformable encoder, as the reference) or "all"
+    pd.CLASSIFIER = "agnostic"  # "agnostic" (stage 1b proposals) or "per_object" (stage 3: N_obj x parts)
+    pd.NUM_OBJECT_CLASSES = 0  # "per_object": object classes (0: the training dataset's object_classes)
+    pd.NUM_PART_CLASSES = 8  # "per_object": part classes (modes) per object class
+    pd.TEST_OBJECT_CLASS = "record"  # inference object class: "record" (input's object_category_id) or "stored"
+    pd.OBJECT_CLASS_JSON = ""  # "stored": json {file_name | basename | str(image_id): contiguous object class}
+    pd.OBJECT_CONDITIONING = "none"  # "none" (reference) or "feature" (learned in/out-of-object feature offsets)
+    cfg.DATASETS.MIN_OBJECT_AREA_RATIO = 0.0  # training: drop images whose objects cover <= this image fraction
+    cfg.DATASETS.MIN_PART_AREA_RATIO = 0.0  # training: drop parts covering <= this fraction of their object
+    cfg.DATASETS.FEW_SHOT_PERCENTAGE = 100.0  # training: keep this percentage of the images (few-shot)
+    cfg.DATASETS.FEW_SHOT_SEED = 1234  # training: seed of the few-shot image selection
+    disc = cfg.TEST.PART_DISCOVERY = CN()
+    disc.ENABLED = False  # evaluate with PartDiscoveryEvaluator (AR + mIoU-mapped/clustered) instead
+    disc.MAX_DETS = [1, 10, 50, 100, 200]  # detections per image at which AR is reported
+    disc.NUM_CLUSTERS = 8  # mIoU-clustered: k-means clusters of query embeddings per object class
+    disc.CLUSTER_SEED = 0  # mIoU-clustered: k-means seed
+    disc.MASK_WITH_OBJECT = True  # mIoU: clip predicted parts to the ground-truth object mask
+    pd = cfg.PART_DISTILLATION = CN()  # offline stages 0 (object masks), 1a (pixel grouping), 2 (ranking)
+    pd.SHARD_SIZE = 500  # images per output shard of the offline stages (fixed: defines the shards)
+    pd.SEED = 0  # seed of the offline stages' k-means (combined with each image's file name)
+    om = pd.OBJECT_MASKS = CN()
+    om.MODEL = "detectron2"  # stage 0 object model: "detectron2" (any instance model) or "detic"
+    om.TOPK = 10  # keep this many detections per image (of the image's own class if any)
+    om.SCORE_THRESH = 0.0  # and only those scoring above this
+    om.VOCABULARY = []  # class names of the detector's outputs (empty: the model's metadata classes)
+    om.VOCABULARY_EMBEDDINGS = ""  # Detic: (C, D) .npy text embeddings of VOCABULARY (empty: CLIP if importable)
+    pg = pd.PIXEL_GROUPING = CN()
+    pg.FEATURE_KEYS = ["res3", "res4"]  # backbone features, resized to the first one's stride and concatenated
+    pg.NORMALIZE_FEATURES = False  # L2-normalise pixel features before k-means (reference: False)
+    pg.NUM_CLUSTERS = 4  # k-means clusters (parts) per object
+    pg.KMEANS_N_INIT = 10  # k-means restarts (scikit-learn's old default, as the reference)
+    pg.KMEANS_MAX_ITER = 300  # k-means iterations per restart
+    pg.METRIC = "dot"  # assign pixels to centroids by "dot" product (reference config) or "l2" distance
+    pg.IMAGE_SIZE = 640  # resize images so that the longer side is this (reference: 640)
+    pg.MAX_OBJECTS_PER_IMAGE = 1  # group the first N objects of each image (0: all; reference: the top one)
+    crf = pg.CRF = CN()
+    crf.ENABLED = True  # refine each object's parts with a dense CRF on its crop
+    crf.ITERATIONS = 10  # mean-field iterations
+    crf.GT_PROB = 0.7  # confidence of the initial labels (unary)
+    crf.GAUSSIAN_SXY = 3.0  # smoothness kernel: spatial std (px)
+    crf.GAUSSIAN_COMPAT = 3.0  # smoothness kernel: weight
+    crf.BILATERAL_SXY = 20.0  # appearance kernel: spatial std (px)
+    crf.BILATERAL_SRGB = 13.0  # appearance kernel: colour std
+    crf.BILATERAL_COMPAT = 10.0  # appearance kernel: weight
+    crf.CROP_MARGIN = 0.1  # crop = object box grown by this fraction of its size on each side
+    crf.REFERENCE_RELABEL_BUG = False  # reproduce the reference's relabelling (drops a part without background)
+    rk = pd.RANKING = CN()
+    rk.NUM_MODES = 8  # k-means modes (part classes) per object class
+    rk.KMEANS_N_INIT = 10  # k-means restarts per object class
+    rk.KMEANS_MAX_ITER = 300  # k-means iterations per restart
+    rk.MIN_AREA_RATIO = 0.05  # keep proposals covering more than this fraction of the object (all if none)
+    rk.MIN_SCORE = 0.3  # keep proposals scoring above this (all if none)
+    rk.NORMALIZE_FEATURES = True  # L2-normalise the decoder query features
+    rk.FAITHFUL_METRIC = False  # rank by the reference's x.c - |x|^2 - |c|^2 instead of -|x - c|^2

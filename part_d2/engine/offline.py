@@ -1,0 +1,374 @@
+"""Driver of PartDistillation's offline stages: deterministic sharding over jobs and ranks,
+skip-if-done resume, progress bars, and the stages themselves.
+
+- stage 0 :func:`run_object_masks`: object masks of an object model -> part json with ``objects``;
+- stage 1a :func:`run_pixel_grouping`: class-agnostic part segments -> part json (class ``part``);
+- stage 2 :func:`run_part_ranking`: proposals + query features -> per-class part modes
+  (``part_centroids.*``) -> part json whose classes are (object class, mode) pairs.
+
+A stage reads the records of a registered dataset in their order and writes fixed shards of
+``PART_DISTILLATION.SHARD_SIZE`` images (:mod:`part_d2.engine.sharded_store`). Shard ``s`` goes to
+worker ``s mod W`` (W = jobs x ranks); a worker skips shards that exist. Randomness is seeded per
+image from its file name, and each image is processed alone, so the output does not depend on the
+number of workers or on interruptions. The manifest is written once every shard exists; output
+ids are: image ``i + 1`` (``i``: position in the input), object ``(i + 1) * 10^4 + j``, part
+``object_id * 10^3 + p``.
+"""
+import argparse
+import logging
+import os
+import zlib
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import tqdm
+from detectron2.utils import comm
+
+from part_d2.data.image_io import read_image_checked
+from part_d2.data.part_json import AGNOSTIC_CLASS
+from part_d2.engine.sharded_store import (
+    ShardStore,
+    assigned_shards,
+    atomic_write_json,
+    atomic_write_npy,
+    load_object_masks,
+    part_json_shard,
+    write_manifest,
+)
+from part_d2.modeling.part_ranking import (
+    PartCentroids,
+    cluster_part_modes,
+    label_segments,
+    mode_names,
+    object_proposals,
+)
+from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area, segmentation_to_mask, segmentation_to_rle
+
+logger = logging.getLogger(__name__)
+OBJECT_ID_BASE = 10**4
+PART_ID_BASE = 10**3
+
+
+def stage_argument_parser(description: str) -> argparse.ArgumentParser:
+    """detectron2's tool arguments plus ``--dataset``, ``--output``, ``--num-jobs``, ``--job-id``."""
+    from detectron2.engine import default_argument_parser
+
+    parser = default_argument_parser()
+    parser.description = description
+    parser.add_argument("--dataset", required=True, help="registered input dataset")
+    parser.add_argument("--output", required=True, help="output directory of the stage")
+    parser.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing the work")
+    parser.add_argument("--job-id", type=int, default=0, help="this job's index in [0, num-jobs)")
+    return parser
+
+
+def image_seed(seed: int, key: str) -> int:
+    """A 63-bit seed from a base seed and an image key (its file name)."""
+    return int(np.random.SeedSequence([int(seed), zlib.crc32(key.encode("utf-8"))]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+def read_rgb(record: Dict) -> np.ndarray:
+    return read_image_checked(record["file_name"], "RGB")
+
+
+def run_shards(store: ShardStore, records: Sequence[Dict], process: Callable[[int, Dict], Dict],
+               build_shard: Callable[[int, List[Dict]], Dict], num_jobs: int = 1, job_id: int = 0,
+               desc: str = "") -> List[int]:
+    """Compute and write this worker's missing shards.
+
+    Args:
+        process: ``(index, record) -> result`` for one image.
+        build_shard: ``(shard, results) -> json object`` written as the shard file.
+    Returns:
+        The shards written by this call.
+    """
+    todo = [s for s in assigned_shards(store.num_shards, num_jobs, job_id, comm.get_rank(), comm.get_world_size())
+            if not store.is_done(s)]
+    total = sum(len(store.item_range(s)) for s in todo)
+    with tqdm.tqdm(total=total, desc=desc, disable=comm.get_local_rank() != 0 or total == 0) as bar:
+        for s in todo:
+            results = []
+            for i in store.item_range(s):
+                results.append(process(i, records[i]))
+                bar.update(1)
+            store.write_json(s, build_shard(s, results))
+    return todo
+
+
+def finish_stage(store: ShardStore, manifest: Dict, extra: Optional[Callable[[], None]] = None) -> bool:
+    """On the main process, write the manifest (then ``extra`` outputs) once every shard exists.
+
+    Returns:
+        Whether the stage is complete (all processes agree after a barrier).
+    """
+    comm.synchronize()
+    missing = store.missing()
+    if missing:
+        logger.info(f"{store.root}: {len(missing)} of {store.num_shards} shards still missing "
+                    "(other jobs running?); rerun once they are done to finish the stage")
+        return False
+    if comm.is_main_process():  # (re)written by every complete run, so an interrupted finish is redone
+        write_manifest(store.root, dict(manifest, num_images=store.num_items, shard_size=store.shard_size,
+                                        num_shards=store.num_shards))
+        if extra is not None:
+            extra()
+    comm.synchronize()
+    return True
+
+
+def image_entry(index: int, record: Dict, object_category_id: Optional[int]) -> Dict:
+    entry = {"id": index + 1, "file_name": record["file_name"], "height": int(record["height"]),
+             "width": int(record["width"])}
+    if record.get("image_id") is not None:
+        entry["source_image_id"] = record["image_id"]
+    if object_category_id is not None and object_category_id >= 0:
+        entry["object_category_id"] = int(object_category_id) + 1
+    return entry
+
+
+def instance_entry(ann_id: int, image_id: int, category: int, mask_or_rle, **extra) -> Dict:
+    """A part json instance; ``category`` is the 0-based class (stored as ``category + 1``)."""
+    rle = mask_to_rle(mask_or_rle) if isinstance(mask_or_rle, np.ndarray) else mask_or_rle
+    bbox = mask_to_bbox(mask_or_rle) if isinstance(mask_or_rle, np.ndarray) else extra.pop("bbox")
+    return dict({"id": ann_id, "image_id": image_id, "category_id": int(category) + 1, "segmentation": rle,
+                 "area": rle_area(rle), "bbox": bbox, "iscrowd": 0}, **extra)
+
+
+def _shard_builder(store: ShardStore, part_classes, object_classes, stage: str):
+    def build(shard: int, results: List[Dict]) -> Dict:
+        images, anns, objects = [], [], []
+        for r in results:
+            images.append(r["image"])
+            anns += r.get("annotations", [])
+            objects += r.get("objects", [])
+        return part_json_shard(images, anns, objects, part_classes, object_classes,
+                               {"stage": stage, "shard": shard})
+    return build
+
+
+def _record_objects(record: Dict, max_objects: int) -> List[Dict]:
+    objs = list(record.get("objects", []))
+    return objs[:max_objects] if max_objects > 0 else objs
+
+
+def _object_class(record: Dict, obj: Dict) -> int:
+    """Class of an object for ranking: the image's class when known (as the reference), else the object's."""
+    c = record.get("object_category_id", -1)
+    return int(c) if c is not None and c >= 0 else int(obj["category_id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 0
+def run_object_masks(model, records: Sequence[Dict], output: str, shard_size: int, num_jobs: int = 1,
+                     job_id: int = 0, source: str = "") -> bool:
+    """Store each image's selected detections as part-json ``objects`` (no parts).
+
+    Args:
+        model: :class:`part_d2.data.object_mask_models.ObjectMaskModel` (or any callable
+            ``(record, image_rgb) -> [object dict]`` with ``class_names``).
+    Returns:
+        Whether the stage is complete. A complete output also has ``object_masks.json``
+        (``{file_name: [RLE, ...]}``, for ``INPUT.OBJECT_MASK.SOURCE stored``).
+    """
+    store = ShardStore(output, len(records), shard_size)
+    names = list(model.class_names)
+
+    def process(i, record):
+        objs = model(record, read_rgb(record))
+        own = model.own_class(record) if hasattr(model, "own_class") else None
+        entries = []
+        for j, o in enumerate(objs):
+            o = dict(o)
+            seg = o.pop("segmentation")
+            cat = o.pop("category_id")
+            entries.append(instance_entry((i + 1) * OBJECT_ID_BASE + j, i + 1, cat, seg, **o))
+        return {"image": image_entry(i, record, own), "objects": entries}
+
+    run_shards(store, records, process, _shard_builder(store, [], names, "object_masks"), num_jobs, job_id,
+               "object masks")
+
+    def write_object_masks():
+        atomic_write_json(os.path.join(output, "object_masks.json"), load_object_masks(output))
+
+    return finish_stage(store, {"stage": "object_masks", "source": source, "part_classes": [],
+                                "object_classes": names}, write_object_masks)
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1a
+def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size: int, object_classes: Sequence[str],
+                       seed: int = 0, max_objects: int = 1, num_jobs: int = 1, job_id: int = 0,
+                       source: str = "") -> bool:
+    """Group the pixels of each record's first ``max_objects`` objects (0: all) into parts.
+
+    Args:
+        grouper: :class:`part_d2.modeling.pixel_grouping.PixelGrouper` (or a callable with its
+            signature).
+        object_classes: names of the records' object classes.
+    """
+    store = ShardStore(output, len(records), shard_size)
+    skipped = {"objects without pixels at feature resolution": 0}
+
+    def process(i, record):
+        h, w = int(record["height"]), int(record["width"])
+        objs = _record_objects(record, max_objects)
+        masks = np.stack([segmentation_to_mask(o["segmentation"], h, w) for o in objs]) if objs \
+            else np.zeros((0, h, w), bool)
+        parts = grouper(read_rgb(record), masks, image_seed(seed, record["file_name"])) if objs else []
+        objects, anns = [], []
+        for j, (o, m, p) in enumerate(zip(objs, masks, parts)):
+            oid = (i + 1) * OBJECT_ID_BASE + j
+            objects.append(instance_entry(oid, i + 1, o["category_id"], segmentation_to_rle(o["segmentation"], h, w),
+                                          bbox=mask_to_bbox(m)))
+            if p is None:
+                skipped["objects without pixels at feature resolution"] += 1
+                continue
+            anns += [instance_entry(oid * PART_ID_BASE + k, i + 1, 0, pm, object_id=oid)
+                     for k, pm in enumerate(p) if pm.any()]
+        return {"image": image_entry(i, record, record.get("object_category_id")), "objects": objects,
+                "annotations": anns}
+
+    run_shards(store, records, process, _shard_builder(store, [AGNOSTIC_CLASS], object_classes, "pixel_grouping"),
+               num_jobs, job_id, "pixel grouping")
+    for what, n in skipped.items():
+        if n:
+            logger.warning(f"pixel grouping: {n} {what} (kept without parts)")
+    return finish_stage(store, {"stage": "pixel_grouping", "source": source, "part_classes": [AGNOSTIC_CLASS],
+                                "object_classes": list(object_classes)})
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 2
+def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict], output: str, shard_size: int,
+                     object_classes: Sequence[str], num_modes: int = 8, min_area_ratio: float = 0.05,
+                     min_score: float = 0.3, normalize: bool = True, faithful: bool = False, n_init: int = 10,
+                     max_iter: int = 300, seed: int = 0, num_jobs: int = 1, job_id: int = 0,
+                     source: str = "") -> bool:
+    """Rank part proposals into (object class, mode) classes; see :mod:`part_d2.modeling.part_ranking`.
+
+    Pass 1 writes ``proposals/shard-*.json`` (every object's disjoint, filtered proposals as RLEs
+    with scores) and ``proposals/shard-*.npy`` (their query features). Once all exist, the main
+    process clusters them into ``part_centroids.{npy,json}``; pass 2 labels the stored proposals
+    into ``shards/``. Each step is skipped when its files exist.
+
+    Args:
+        predict: ``record -> Instances`` (CPU) with ``pred_masks`` at the record's resolution,
+            ``scores`` and ``query_embeddings``.
+    """
+    proposals = ShardStore(output, len(records), shard_size, subdir="proposals")
+
+    def process_proposals(i, record):
+        inst = predict(record)
+        if not inst.has("query_embeddings"):
+            raise ValueError("part ranking needs query_embeddings in the predictions "
+                             "(MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS True)")
+        h, w = int(record["height"]), int(record["width"])
+        objs, feats = [], []
+        for j, o in enumerate(record.get("objects", [])):
+            segs, scores, _, f = object_proposals(inst, segmentation_to_mask(o["segmentation"], h, w),
+                                                  min_area_ratio, min_score)
+            objs.append({"object": j, "class": _object_class(record, o),
+                         "segmentation": segmentation_to_rle(o["segmentation"], h, w),
+                         "proposals": [mask_to_rle(s) for s in segs], "scores": [float(s) for s in scores]})
+            feats.append(np.asarray(f, np.float32))
+        return {"image": image_entry(i, record, record.get("object_category_id")), "objects": objs, "features": feats}
+
+    def build_proposals(shard, results):
+        feats = [f for r in results for f in r.pop("features")]
+        dim = next((f.shape[1] for f in feats if len(f)), 0)
+        rows = [f for f in feats if len(f)]
+        atomic_write_npy(proposals.path(shard, ".npy"), np.concatenate(rows) if rows else np.zeros((0, dim), np.float32))
+        return {"images": results}
+
+    run_shards(proposals, records, process_proposals, build_proposals, num_jobs, job_id, "ranking: proposals")
+    comm.synchronize()
+    if proposals.missing():
+        logger.info(f"{output}: proposal shards still missing; rerun once all jobs are done")
+        return False
+    if comm.is_main_process() and not os.path.isfile(os.path.join(output, "part_centroids.json")):
+        feats, classes = [], []
+        for s in range(proposals.num_shards):
+            f = np.load(proposals.path(s, ".npy"))
+            rows = [o["class"] for r in proposals.read_json(s)["images"] for o in r["objects"] for _ in o["scores"]]
+            if len(rows):
+                feats.append(f)
+                classes += rows
+        x = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+        cluster_part_modes(x, np.asarray(classes, np.int64), object_classes, num_modes, n_init, max_iter, seed,
+                           normalize).save(output)
+    comm.synchronize()
+    centroids = PartCentroids.load(output)
+    store = ShardStore(output, len(records), shard_size)
+
+    def label(shard: int) -> Dict:
+        data = proposals.read_json(shard)
+        feats = np.load(proposals.path(shard, ".npy"))
+        images, anns, objects, row = [], [], [], 0
+        for r in data["images"]:
+            image = r["image"]
+            images.append(image)
+            h, w = image["height"], image["width"]
+            for o in r["objects"]:
+                oid = image["id"] * OBJECT_ID_BASE + o["object"]
+                objects.append(instance_entry(oid, image["id"], o["class"], o["segmentation"],
+                                              bbox=mask_to_bbox(segmentation_to_mask(o["segmentation"], h, w))))
+                n = len(o["scores"])
+                if n == 0:
+                    continue
+                segs = np.stack([segmentation_to_mask(p, h, w) for p in o["proposals"]])
+                probs = centroids.probabilities(feats[row: row + n], o["class"], faithful)
+                row += n
+                masks, modes, scores = label_segments(segs, np.asarray(o["scores"]), probs)
+                anns += [instance_entry(oid * PART_ID_BASE + p, image["id"], o["class"] * num_modes + m, mk,
+                                        object_id=oid, score=float(sc))
+                         for p, (mk, m, sc) in enumerate(zip(masks, modes, scores))]
+        return part_json_shard(images, anns, objects, mode_names(object_classes, num_modes), object_classes,
+                               {"stage": "part_ranking", "shard": shard})
+
+    todo = [s for s in assigned_shards(store.num_shards, num_jobs, job_id, comm.get_rank(), comm.get_world_size())
+            if not store.is_done(s)]
+    for s in tqdm.tqdm(todo, desc="ranking: labels", disable=comm.get_local_rank() != 0 or not todo):
+        store.write_json(s, label(s))
+    return finish_stage(store, {"stage": "part_ranking", "source": source,
+                                "part_classes": mode_names(object_classes, num_modes),
+                                "object_classes": list(object_classes), "num_modes": num_modes,
+                                "faithful_metric": faithful})
+
+
+def build_proposal_predictor(cfg, model=None):
+    """``record -> Instances`` (CPU, with query_embeddings) of the part-proposal model of ``cfg``."""
+    import torch
+
+    from part_d2.checkpoint import PartCheckpointer
+    from part_d2.data.dataset_mapper import PartDatasetMapper
+    from part_d2.engine.trainer import build_part_model
+
+    if model is None:
+        model = build_part_model(cfg)
+        PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(cfg.MODEL.WEIGHTS)
+    model = getattr(model, "module", model)
+    model.return_query_embeddings = True
+    mapper = PartDatasetMapper(cfg, False)
+
+    @torch.no_grad()
+    def predict(record):
+        was_training = model.training
+        model.eval()
+        out = model([mapper(dict(record))])[0]["instances"].to("cpu")
+        model.train(was_training)
+        return out
+
+    return predict
+
+
+def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, job_id: int = 0) -> bool:
+    """Stage 2 on a registered dataset with the proposal model of ``cfg`` (or ``model``)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    rk, pd = cfg.PART_DISTILLATION.RANKING, cfg.PART_DISTILLATION
+    records = DatasetCatalog.get(dataset)
+    classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
+    return run_part_ranking(build_proposal_predictor(cfg, model), records, output, pd.SHARD_SIZE, classes,
+                            rk.NUM_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES, rk.FAITHFUL_METRIC,
+                            rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id, dataset)

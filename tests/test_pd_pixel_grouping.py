@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from part_d2.modeling.dense_crf import crop_box, dense_crf, refine_parts_with_crf
+from part_d2.modeling.pixel_grouping import assign_pixels, centroid_scores, labels_to_parts
+from part_d2.structures.masks import segmentation_to_mask
+
+from pd_helpers import mini_records, tiny_grouper
+
+
+def _two_colour_image(h=24, w=32):
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (200, 30, 30)
+    img[:, w // 2:] = (30, 30, 200)
+    return img
+
+
+def test_dense_crf_cleans_label_noise_along_colour_edges():
+    img = _two_colour_image()
+    labels = np.zeros((24, 32), np.int64)
+    labels[:, 16:] = 1
+    noisy = labels.copy()
+    noisy[5, 4] = noisy[10, 8] = noisy[20, 2] = 1  # isolated wrong labels in the red half
+    noisy[3, 25] = 0
+    out = dense_crf(img, noisy, 2)
+    np.testing.assert_array_equal(out, labels)
+
+
+def test_dense_crf_rejects_out_of_range_labels():
+    with pytest.raises(ValueError):
+        dense_crf(_two_colour_image(), np.full((24, 32), 2), 2)
+
+
+def test_crop_box_margin():
+    m = np.zeros((20, 30), bool)
+    m[5:15, 10:20] = True
+    assert crop_box(m, 0.0) == (10, 5, 20, 15)
+    assert crop_box(m, 0.2) == (8, 3, 22, 17)
+    assert crop_box(m, 10.0) == (0, 0, 30, 20)
+
+
+def test_relabel_bug_drops_the_first_part_only_without_background():
+    img = _two_colour_image()
+    obj = np.ones((24, 32), bool)  # the crop has no background pixel
+    parts = np.stack([obj & (np.arange(32) < 16)[None], obj & (np.arange(32) >= 16)[None]])
+    fixed = refine_parts_with_crf(img, obj, parts, margin=0.0)
+    np.testing.assert_array_equal(fixed, parts)
+    buggy = refine_parts_with_crf(img, obj, parts, margin=0.0, reference_relabel_bug=True)
+    assert len(buggy) == 1
+    np.testing.assert_array_equal(buggy[0], parts[1])
+    # with background in the crop the two modes agree
+    obj2 = np.zeros((24, 32), bool)
+    obj2[4:20, 4:28] = True
+    parts2 = parts & obj2[None]
+    a = refine_parts_with_crf(img, obj2, parts2, margin=0.2)
+    b = refine_parts_with_crf(img, obj2, parts2, margin=0.2, reference_relabel_bug=True)
+    assert len(a) == 2
+    np.testing.assert_array_equal(a, b)
+
+
+def test_l2_scores_rank_like_negative_squared_distance():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(5, 6, 7, generator=g)
+    c = torch.randn(2, 3, 5, generator=g)
+    s = centroid_scores(f, c, "l2")
+    d = -((f.flatten(1).t()[None, :, None] - c[:, None]) ** 2).sum(-1)  # (B, HW, K)
+    assert torch.equal(s.flatten(2).argmax(1), d.argmax(-1))
+    torch.testing.assert_close(s.flatten(2).transpose(1, 2) - d, (f * f).sum(0).flatten()[None, :, None].expand_as(d))
+
+
+def test_upsampled_scores_equal_scores_of_upsampled_features():
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(8, 4, 5, generator=g)
+    c = torch.randn(1, 3, 8, generator=g)
+    obj = torch.ones(1, 30, 36, dtype=torch.bool)
+    labels = assign_pixels(centroid_scores(f, c, "dot"), torch.ones(1, 3, dtype=torch.bool), (32, 40), (30, 36),
+                           (30, 36), obj)
+    up = F.interpolate(f[None], size=(32, 40), mode="bilinear", align_corners=False)[0][:, :30, :36]
+    ref = torch.einsum("chw,kc->khw", up, c[0]).argmax(0)
+    assert torch.equal(labels[0], ref)
+
+
+def test_labels_to_parts():
+    lab = np.array([[-1, 0, 2], [2, 2, -1]])
+    parts = labels_to_parts(lab)
+    assert parts.shape == (2, 2, 3)
+    np.testing.assert_array_equal(parts.sum(0), lab >= 0)
+
+
+def test_grouping_partitions_each_object_into_k_parts():
+    records, _ = mini_records(2)
+    grouper = tiny_grouper(["PART_DISTILLATION.PIXEL_GROUPING.CRF.ENABLED", "False"])
+    from part_d2.engine.offline import read_rgb
+
+    for rec in records:
+        masks = np.stack([segmentation_to_mask(o["segmentation"], rec["height"], rec["width"]) for o in rec["objects"]])
+        out = grouper(read_rgb(rec), masks, seed=3)
+        for m, parts in zip(masks, out):
+            assert len(parts) == 4
+            assert (parts.sum(0) <= 1).all()
+            np.testing.assert_array_equal(parts.any(0), m)
+        again = grouper(read_rgb(rec), masks, seed=3)
+        for a, b in zip(out, again):
+            np.testing.assert_array_equal(a, b)

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""PartDistillation stage 1a: group each object's pixels into class-agnostic parts.
+
+    python tools/pd_pixel_grouping.py --config-file CFG --dataset pd_objects_objects \
+        --output output/pd/pixel_groups MODEL.WEIGHTS model.pth
+    python tools/pd_pixel_grouping.py ... --num-jobs 4 --job-id 0   # one of 4 independent jobs
+
+CFG is any detectron2 / part_d2 instance-segmentation model (its backbone gives the features);
+keys under PART_DISTILLATION.PIXEL_GROUPING. The input dataset's records need ``objects`` (stage 0
+output registered with part_d2.engine.sharded_store.register_stage_output, or any part dataset).
+Interrupted runs resume; the output is a sharded part json (single class ``part``).
+"""
+import logging
+import sys
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+import part_d2  # noqa: F401  (registers datasets and architectures)
+from part_d2.data.image_io import ImageReadError
+from part_d2.data.part_json import PartDatasetError
+from part_d2.engine import launch
+from part_d2.engine.offline import run_pixel_grouping, stage_argument_parser
+from part_d2.engine.setup import ConfigError, setup
+from part_d2.modeling.pixel_grouping import PixelGrouper
+
+
+def main(args):
+    cfg = setup(args)
+    records = DatasetCatalog.get(args.dataset)
+    classes = list(getattr(MetadataCatalog.get(args.dataset), "object_classes", []))
+    pd = cfg.PART_DISTILLATION
+    return run_pixel_grouping(PixelGrouper(cfg), records, args.output, pd.SHARD_SIZE, classes, pd.SEED,
+                              pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, args.num_jobs, args.job_id, args.dataset)
+
+
+def run(argv=None):
+    args = stage_argument_parser(__doc__).parse_args(argv)
+    try:
+        return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                      dist_url=args.dist_url, args=(args,))
+    except (ConfigError, PartDatasetError, ImageReadError) as e:
+        logging.getLogger("part_d2").error(str(e))
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

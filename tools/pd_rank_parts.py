@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""PartDistillation stage 2: class-specific part ranking with a trained part-proposal model.
+
+    python tools/pd_rank_parts.py --config-file CFG --dataset pd_pixel_groups_agnostic \
+        --output output/pd/ranked MODEL.WEIGHTS output/proposals/model_final.pth
+
+CFG is the part-proposal model (PartMask2Former; query embeddings are switched on here). The input
+records need ``objects`` with object classes. Writes ``part_centroids.{npy,json}`` (per object
+class, PART_DISTILLATION.RANKING.NUM_MODES modes) and a sharded part json whose part classes are
+(object class, mode) pairs. Interrupted runs resume.
+"""
+import logging
+import sys
+
+import part_d2  # noqa: F401  (registers datasets and architectures)
+from part_d2.data.image_io import ImageReadError
+from part_d2.data.part_json import PartDatasetError
+from part_d2.engine import launch
+from part_d2.engine.offline import rank_parts, stage_argument_parser
+from part_d2.engine.setup import ConfigError, setup
+
+
+def main(args):
+    cfg = setup(args)
+    return rank_parts(cfg, args.dataset, args.output, num_jobs=args.num_jobs, job_id=args.job_id)
+
+
+def run(argv=None):
+    args = stage_argument_parser(__doc__).parse_args(argv)
+    try:
+        return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                      dist_url=args.dist_url, args=(args,))
+    except (ConfigError, PartDatasetError, ImageReadError) as e:
+        logging.getLogger("part_d2").error(str(e))
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()
