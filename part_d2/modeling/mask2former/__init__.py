@@ -1,10 +1,12 @@
-"""Mask2Former for part_d2; importing registers ``PartMask2Former`` in ``META_ARCH_REGISTRY`` and
+"""Mask2Former for part_d2; importing registers ``PartMask2Former`` and
+``PartDistillationMask2Former`` in ``META_ARCH_REGISTRY`` and
 the pixel/transformer decoders in their part_d2 registries."""
 from .criterion import SetCriterion
 from .head import MaskFormerHead
 from .inference import instance_inference
 from .matcher import HungarianMatcher
 from .meta_arch import PartMask2Former, build_criterion
+from .part_classifier import PartDistillationMask2Former
 from .pixel_decoder import PIXEL_DECODER_REGISTRY, MSDeformAttnPixelDecoder
 from .transformer_decoder import TRANSFORMER_DECODER_REGISTRY, MultiScaleMaskedTransformerDecoder
 
@@ -14,6 +16,7 @@ __all__ = [
     "MaskFormerHead",
     "MultiScaleMaskedTransformerDecoder",
     "PIXEL_DECODER_REGISTRY",
+    "PartDistillationMask2Former",
     "PartMask2Former",
     "SetCriterion",
     "TRANSFORMER_DECODER_REGISTRY",

@@ -1,5 +1,5 @@
 """The Mask2Former head: pixel decoder followed by the transformer decoder."""
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from detectron2.config import configurable
@@ -35,14 +35,18 @@ class MaskFormerHead(nn.Module):
             ),
         }
 
-    def forward(self, features: Dict[str, torch.Tensor]) -> Dict:
+    def forward(self, features: Dict[str, torch.Tensor], condition: Optional[Callable] = None) -> Dict:
         """
         Args:
             features: backbone outputs by name.
+            condition: optional ``(levels, mask_features) -> (levels, mask_features)`` applied
+                between the pixel decoder and the transformer decoder (e.g. object conditioning).
         Returns:
             the predictor's outputs plus ``"mask_features"`` (N, mask_dim, H/4, W/4).
         """
         mask_features, _, levels = self.pixel_decoder.forward_features(features)
+        if condition is not None:
+            levels, mask_features = condition(levels, mask_features)
         outputs = self.predictor(levels, mask_features)
         outputs["mask_features"] = mask_features
         return outputs
