@@ -16,6 +16,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from common import ratio_row
 from part_d2.evaluation import EvalParams, evaluate_coco, summarize
 from part_d2.structures.masks import masks_to_rles
 
@@ -71,16 +72,12 @@ def run_pycocotools(gt, dets):
     return coco_eval, time.perf_counter() - start
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--dets", type=int, default=200, help="detections per image")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default="bench_evaluator.json", help="JSON file of the timings")
-    args = parser.parse_args()
+def compare(gt, dets):
+    """Evaluate with both implementations, assert identical numbers.
 
-    gt, dets = make_data(args.images, args.dets, args.size, args.seed)
+    Returns:
+        dict: pycocotools and part_d2 seconds, part_d2's summary (AP, AR@k) and pycocotools' stats.
+    """
     ref, ref_time = run_pycocotools(copy.deepcopy(gt), copy.deepcopy(dets))
     start = time.perf_counter()
     ours = evaluate_coco(gt, dets, EvalParams(use_cats=False, max_dets=MAX_DETS))
@@ -91,16 +88,52 @@ def main():
     np.testing.assert_allclose(ours.recall, ref.eval["recall"], rtol=0, atol=1e-9)
     for key, idx in (("AR@1", 6), ("AR@10", 7), ("AR@100", 8)):
         assert abs(stats[key] - 100 * ref.stats[idx]) < 1e-9, key
+    return {"pycocotools_s": ref_time, "part_d2_s": ours_time, "stats": stats,
+            "pycocotools_stats": [float(v) for v in ref.stats]}
 
+
+def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, dets_per_image: int = 200, size: int = 64) -> dict:
+    """Benchmark-suite entry (CPU only; ``device`` is recorded): ``1000 * scale`` images."""
+    num_images = max(1, int(round(1000 * scale)))
+    gt, dets = make_data(num_images, dets_per_image, size, seed)
+    result = compare(gt, dets)
+    stats = result["stats"]
+    quality = (f"precision/recall arrays and AR@1/10/100 identical to pycocotools (atol 1e-9); "
+               f"AP {stats['AP']:.3f}, AR@200 {stats['AR@200']:.3f}")
+    row = ratio_row(f"{num_images} images x {dets_per_image} detections, class-agnostic AP + AR@200", "s",
+                    result["pycocotools_s"], result["part_d2_s"], 1.0, quality)
+    return {
+        "case": "evaluator",
+        "title": "Evaluator (class-agnostic AP + AR@200)",
+        "params": {"images": num_images, "detections_per_image": dets_per_image, "image_size": size,
+                   "device": "cpu", "seed": seed},
+        "rows": [row],
+        "details": {"stats": stats, "pycocotools_stats": result["pycocotools_stats"]},
+        "notes": ["baseline = pycocotools COCOeval (useCats=0, maxDets 1/10/100/200): evaluate + accumulate + "
+                  "summarize; a mismatch raises instead of reporting"],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--dets", type=int, default=200, help="detections per image")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="bench_evaluator.json", help="JSON file of the timings")
+    args = parser.parse_args()
+
+    gt, dets = make_data(args.images, args.dets, args.size, args.seed)
+    result = compare(gt, dets)
     report = {
         "images": args.images,
         "detections_per_image": args.dets,
         "image_size": args.size,
-        "pycocotools_s": ref_time,
-        "part_d2_s": ours_time,
-        "ratio": ours_time / ref_time,
-        "AP": stats["AP"],
-        "AR@200": stats["AR@200"],
+        "pycocotools_s": result["pycocotools_s"],
+        "part_d2_s": result["part_d2_s"],
+        "ratio": result["part_d2_s"] / result["pycocotools_s"],
+        "AP": result["stats"]["AP"],
+        "AR@200": result["stats"]["AR@200"],
     }
     print(json.dumps(report, indent=2))
     with open(args.output, "w") as f:

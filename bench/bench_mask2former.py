@@ -13,9 +13,8 @@ configuration and weights. Timings are medians over ``--iters`` runs after one w
 """
 import argparse
 import json
-import statistics
+import os
 import sys
-import time
 
 import torch
 from detectron2.config import get_cfg
@@ -24,7 +23,12 @@ from detectron2.structures import BitMasks, Instances
 
 import part_d2.modeling.backbone  # noqa: F401
 import part_d2.modeling.mask2former  # noqa: F401
+from common import median_time, ratio_row
 from part_d2.config import add_part_d2_config
+
+DEFAULT_CONFIG = "configs/mask2former/maskformer2_R50_part_agnostic.yaml"
+# Official Mask2Former R50 on the shared 2-core CPU machines: s/image at 400x600, s/iteration (2x512^2).
+REFERENCE_CPU_S = {"inference": 1.55, "train": (10.0, 14.0)}
 
 
 def load_cfg(path: str, device: str, meta_arch: str = None):
@@ -55,24 +59,11 @@ def fake_inputs(num: int, height: int, width: int, channels: int, parts: int, te
     return batch
 
 
-def timed(fn, iters: int, device: str) -> float:
-    """Median seconds of ``fn()`` over ``iters`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(iters):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def bench(model, args, channels: int, tensor_masks: bool):
-    infer_inputs = fake_inputs(1, 400, 600, channels, 0, tensor_masks)
-    train_inputs = fake_inputs(2, 512, 512, channels, 8, tensor_masks)
+def bench(model, args, channels: int, tensor_masks: bool, infer_size=(400, 600), train_size: int = 512):
+    """Median inference time on one ``infer_size`` image and training-step time on two
+    ``train_size``-square images."""
+    infer_inputs = fake_inputs(1, infer_size[0], infer_size[1], channels, 0, tensor_masks)
+    train_inputs = fake_inputs(2, train_size, train_size, channels, 8, tensor_masks)
 
     def infer():
         model.eval()
@@ -84,8 +75,8 @@ def bench(model, args, channels: int, tensor_masks: bool):
         model.zero_grad(set_to_none=True)
         sum(model(train_inputs).values()).backward()
 
-    return {"inference_400x600_s": timed(infer, args.iters, args.device),
-            "train_step_2x512_s": timed(train_step, args.iters, args.device)}
+    return {"inference_400x600_s": median_time(infer, args.iters, args.device),
+            "train_step_2x512_s": median_time(train_step, args.iters, args.device)}
 
 
 def reference_model(args, weights):
@@ -97,9 +88,59 @@ def reference_model(args, weights):
     return model
 
 
+def reduced(side: int, scale: float) -> int:
+    """``side * sqrt(scale)`` rounded to a multiple of 32 (at least 64); ``side`` when scale >= 1."""
+    return side if scale >= 1 else max(64, 32 * round(side * scale**0.5 / 32))
+
+
+def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, config: str = DEFAULT_CONFIG, reference: str = "",
+        iters: int = 0) -> dict:
+    """Benchmark-suite entry: part_d2 against the official Mask2Former (``reference`` checkout) or,
+    without one, against the official figures measured on the shared CPU machines
+    (:data:`REFERENCE_CPU_S`, meaningful only for the R50 config at full size on CPU).
+
+    ``scale < 1`` shrinks the image sides by ``sqrt(scale)``; ``iters`` 0: 3 at full scale, else 1.
+    """
+    args = argparse.Namespace(device=device, iters=iters or (3 if scale >= 1 else 1), reference=reference,
+                              config=config)
+    infer_size = (reduced(400, scale), reduced(600, scale))
+    train_size = reduced(512, scale)
+    torch.manual_seed(seed)
+    cfg = load_cfg(config, device)
+    model = build_model(cfg)
+    channels = len(cfg.MODEL.PIXEL_MEAN)
+    ours = bench(model, args, channels, False, infer_size, train_size)
+    comparable = scale >= 1 and device == "cpu" and os.path.basename(config) == os.path.basename(DEFAULT_CONFIG)
+    if reference:
+        official = bench(reference_model(args, model.state_dict()), args, channels, True, infer_size, train_size)
+        base = {"inference": official["inference_400x600_s"], "train": official["train_step_2x512_s"]}
+        source = f"official Mask2Former at {reference}, same weights, timed in this run"
+    elif comparable:
+        base = {"inference": REFERENCE_CPU_S["inference"], "train": REFERENCE_CPU_S["train"][0]}
+        source = ("official Mask2Former figures measured earlier on these machines (1.55 s/image, 10-14 s/iteration; "
+                  "the ratio uses the faster 10 s): not side by side")
+    else:
+        base = {"inference": None, "train": None}
+        source = "no baseline: reduced size or non-R50 config without --reference (absolute part_d2 times only)"
+    quality = "same weights" if reference else ""
+    rows = [ratio_row(f"inference, 1 image {infer_size[0]}x{infer_size[1]}", "s", base["inference"],
+                      ours["inference_400x600_s"], 1.0, quality),
+            ratio_row(f"training step, 2 images {train_size}x{train_size}", "s", base["train"],
+                      ours["train_step_2x512_s"], 1.0, quality)]
+    return {
+        "case": "mask2former",
+        "title": "Mask2Former (random init) inference and training step",
+        "params": {"config": config, "infer_size": list(infer_size), "train_size": train_size, "iters": args.iters,
+                   "device": device, "reference": reference or None, "seed": seed},
+        "rows": rows,
+        "details": {"part_d2": ours, "baseline_source": source},
+        "notes": [source, f"medians of {args.iters} runs after one warm-up"],
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/mask2former/maskformer2_R50_part_agnostic.yaml")
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--reference", default="", help="path of an official Mask2Former checkout")

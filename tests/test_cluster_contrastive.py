@@ -178,3 +178,21 @@ def test_bad_inputs_raise():
         cluster_contrastive_losses(f, m, formulation="other")
     with pytest.raises(ValueError, match="expected features"):
         cluster_contrastive_losses(f[0], m)
+
+
+def test_cluster_features_equals_kmeans_of_each_images_object_pixels():
+    from part_d2.clustering import kmeans
+    from part_d2.modeling.losses.cluster_contrastive import cluster_features
+
+    g = torch.Generator().manual_seed(3)
+    f = F.normalize(torch.randn(3, 5, 6, 7, generator=g), dim=1)
+    masks = torch.rand(3, 6, 7, generator=g) > 0.5
+    masks[2] = False
+    masks[2, 0, :2] = True  # 2 object pixels: k' = 2
+    labels = cluster_features(f * masks[:, None], masks, k=3, seed=0)
+    assert (labels[~masks] == -1).all()
+    # the first image alone with the same seed gets the same draws, hence the same clustering
+    ref = kmeans(f[0].permute(1, 2, 0)[masks[0]], 3, seed=0, init="random")[0]
+    assert torch.equal(labels[0][masks[0]], ref)
+    for b in range(3):
+        assert set(labels[b][masks[b]].tolist()) == set(range(min(3, int(masks[b].sum()))))

@@ -4,7 +4,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from part_d2.clustering import batched_kmeans, kmeans
-from part_d2.clustering.kmeans import _reseed_empty
+from part_d2.clustering.kmeans import _lloyd, _mean_variance, _reseed_empty
 
 
 @pytest.mark.parametrize("init", ["k-means++", "random"])
@@ -91,3 +91,60 @@ def test_more_clusters_than_points_and_bad_arguments():
     with pytest.raises(ValueError, match="valid"):
         batched_kmeans(torch.zeros(1, 3, 2), 2, valid=torch.ones(1, 4, dtype=torch.bool))
 
+
+
+def test_runs_stop_independently_at_hand_computed_fixed_points():
+    x = torch.tensor([[[0.0], [1.0], [10.0], [11.0]]])
+    x_sq = (x * x).sum(-1)
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    active = torch.ones(1, 2, dtype=torch.bool)
+    # run 0 starts at its fixed point; run 1 moves [0, 1] -> [0, 22/3] -> [0.5, 10.5] and then stops
+    init = torch.tensor([[[[0.5], [10.5]], [[0.0], [1.0]]]])
+    centers, inertia = _lloyd(x, x_sq, valid, active, init.clone(), torch.zeros(1), 100, "l2", 2)
+    assert centers[0, :, :, 0].tolist() == [[0.5, 10.5], [0.5, 10.5]]
+    assert inertia[0].tolist() == [1.0, 1.0]
+    # one iteration only: run 1's inertia is that of its first assignment to [0, 1]: 0 + 0 + 81 + 100
+    centers, inertia = _lloyd(x, x_sq, valid, active, init.clone(), torch.zeros(1), 1, "l2", 2)
+    assert centers[0, 1, :, 0].tolist() == pytest.approx([0.0, 22 / 3])
+    assert inertia[0].tolist() == [1.0, 181.0]
+
+
+def test_one_generator_per_element_makes_results_independent_of_batching():
+    g = torch.Generator().manual_seed(5)
+    sizes = [40, 25, 33]
+    x = torch.randn(3, 40, 6, generator=g)
+    valid = torch.arange(40)[None] < torch.tensor(sizes)[:, None]
+
+    def gens():
+        return [torch.Generator().manual_seed(100 + i) for i in range(3)]
+
+    labels, centers, inertia = batched_kmeans(x, 4, valid=valid, n_init=3, seed=None, generator=gens())
+    for i, n in enumerate(sizes):
+        alone = batched_kmeans(x[i : i + 1, :n], 4, n_init=3, generator=gens()[i : i + 1])
+        assert torch.equal(labels[i, :n], alone[0][0]) and (labels[i, n:] == -1).all()
+        torch.testing.assert_close(centers[i], alone[1][0], atol=1e-5, rtol=1e-5)
+        assert float(inertia[i]) == pytest.approx(float(alone[2][0]), rel=1e-5)
+    with pytest.raises(ValueError, match="generators"):
+        batched_kmeans(x, 4, generator=gens()[:2])
+
+
+def test_non_contiguous_input_gives_the_same_result():
+    x = torch.randn(2, 7, 60, generator=torch.Generator().manual_seed(6))  # (B, D, N)
+    a = batched_kmeans(x.transpose(1, 2), 3, n_init=2, seed=1)
+    b = batched_kmeans(x.transpose(1, 2).contiguous(), 3, n_init=2, seed=1)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_mean_variance_matches_numpy_on_valid_points():
+    x = torch.randn(2, 30, 5, generator=torch.Generator().manual_seed(7)) * 3 + 10
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    valid[1, 12:] = False
+    got = _mean_variance(x.masked_fill(~valid[..., None], 0.0), valid, 8)
+    for b in range(2):
+        ref = x[b][valid[b]].double().numpy().var(axis=0).mean()
+        assert float(got[b]) == pytest.approx(ref, rel=1e-5)
+
+
+def test_empty_batch_and_empty_sets():
+    labels, centers, inertia = batched_kmeans(torch.zeros(2, 0, 3), 2)
+    assert labels.shape == (2, 0) and torch.equal(centers, torch.zeros(2, 2, 3)) and inertia.tolist() == [0.0, 0.0]

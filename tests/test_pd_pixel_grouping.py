@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from part_d2.modeling.dense_crf import crop_box, dense_crf, refine_parts_with_crf
-from part_d2.modeling.pixel_grouping import assign_pixels, centroid_scores, labels_to_parts
+from part_d2.modeling.pixel_grouping import assign_pixels, centroid_scores, labels_to_parts, resize_matrix
 from part_d2.structures.masks import segmentation_to_mask
 
 from pd_helpers import mini_records, tiny_grouper
@@ -104,3 +104,28 @@ def test_grouping_partitions_each_object_into_k_parts():
         again = grouper(read_rgb(rec), masks, seed=3)
         for a, b in zip(out, again):
             np.testing.assert_array_equal(a, b)
+
+
+def test_resize_matrix_is_torch_linear_interpolation():
+    v = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(2))
+    for out in (4, 7, 19):
+        ref = F.interpolate(v, size=out, mode="linear", align_corners=False)
+        torch.testing.assert_close(v @ resize_matrix(out, 7).t(), ref)
+
+
+def test_assign_pixels_in_boxes_equals_full_resolution_resizing():
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(3, 4, 10, 12, generator=g)
+    active = torch.ones(3, 4, dtype=torch.bool)
+    active[1, 2:] = False
+    masks = torch.zeros(3, 45, 50, dtype=torch.bool)
+    masks[0, 5:30, 10:44] = torch.rand(25, 34, generator=g) > 0.3
+    masks[1, 20:45, 0:20] = True
+    # reference: resize the whole maps to the padded size, crop, resize to the output size, argmax
+    up = F.interpolate(scores, size=(80, 96), mode="bilinear", align_corners=False)[:, :, :70, :90]
+    up = F.interpolate(up, size=(45, 50), mode="bilinear", align_corners=False)
+    ref = up.masked_fill(~active[:, :, None, None], float("-inf")).argmax(dim=1)
+    ref = torch.where(masks, ref, torch.full_like(ref, -1))
+    labels = assign_pixels(scores, active, (80, 96), (70, 90), (45, 50), masks)
+    assert torch.equal(labels, ref)
+    assert (labels[1][masks[1]] < 2).all() and (labels[2] == -1).all()

@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 import torch
 
 from part_d2.modeling.part_ranking import (
     PartCentroids,
     cluster_part_modes,
+    default_group_size,
     filter_proposals,
     label_segments,
     mode_names,
@@ -81,3 +83,22 @@ def test_label_segments_merges_modes():
     np.testing.assert_array_equal(masks[0, 0], [True, False, True])
     np.testing.assert_allclose(scores, [0.9, 0.4])
     assert mode_names(["dog"], 2) == ["dog:0", "dog:1"]
+
+
+def test_grouping_classes_does_not_change_their_modes():
+    g = torch.Generator().manual_seed(1)
+    sizes = [30, 12, 0, 21, 5]
+    classes = np.repeat(np.arange(5), sizes)
+    x = torch.randn(len(classes), 6, generator=g).numpy()
+    names = [f"c{i}" for i in range(5)]
+    one = cluster_part_modes(x, classes, names, k=3, n_init=3, seed=2, group_size=1)
+    many = cluster_part_modes(x, classes, names, k=3, n_init=3, seed=2, group_size=3)
+    np.testing.assert_allclose(one.centroids, many.centroids, atol=1e-5)
+    np.testing.assert_array_equal(one.counts, many.counts)
+    assert one.counts.sum(axis=1).tolist() == sizes and (one.centroids[2] == 0).all()
+    with pytest.raises(ValueError, match="class indices"):
+        cluster_part_modes(x, classes + 1, names, k=3)
+
+
+def test_default_group_size_depends_on_device():
+    assert default_group_size("cpu") == 4 and default_group_size("cuda:0") == 128

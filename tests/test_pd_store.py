@@ -11,7 +11,7 @@ from detectron2.structures import Instances
 
 from part_d2.data.object_mask_models import ObjectMaskModel, select_detections
 from part_d2.engine.offline import run_object_masks, run_pixel_grouping
-from part_d2.engine.sharded_store import (
+from part_d2.data.shards import (
     ShardStore,
     assigned_shards,
     load_object_masks,

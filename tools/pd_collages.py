@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from part_d2.data.image_io import read_image_checked
-from part_d2.engine.sharded_store import load_stage_output, read_manifest
+from part_d2.data.shards import load_stage_output, read_manifest
 from part_d2.structures.masks import segmentation_to_mask
 from part_d2.utils.visualization import collage, draw_parts, write_png
 

@@ -10,28 +10,24 @@
 
 Keeps the top-k detections of each image's own class (else of any class), see
 PART_DISTILLATION.OBJECT_MASKS. Output: a sharded part json with ``objects`` (register it with
-part_d2.engine.sharded_store.register_stage_output) and ``object_masks.json`` for
+part_d2.data.shards.register_stage_output) and ``object_masks.json`` for
 ``INPUT.OBJECT_MASK.SOURCE stored``. Interrupted runs resume.
 """
-import logging
-import sys
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_setup
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.data.image_io import ImageReadError
 from part_d2.data.object_mask_models import build_object_mask_model, load_detic_config
-from part_d2.data.part_json import PartDatasetError
-from part_d2.engine import launch
+from part_d2.engine.launch import launch_tool
 from part_d2.engine.offline import run_object_masks, stage_argument_parser
-from part_d2.engine.setup import ConfigError, load_config
+from part_d2.engine.setup import load_config, setup_logging
 
 
 def main(args):
     cfg = load_detic_config(args.config_file, args.opts) if args.detic else load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logging(cfg)
     records = DatasetCatalog.get(args.dataset)
     classes = list(getattr(MetadataCatalog.get(args.dataset), "object_classes", []))
     model = build_object_mask_model(cfg, classes)
@@ -43,13 +39,7 @@ def run(argv=None):
     parser = stage_argument_parser(__doc__)
     parser.add_argument("--detic", action="store_true", help="the config is a Detic config (needs Detic)")
     args = parser.parse_args(argv)
-    try:
-        return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                      dist_url=args.dist_url, args=(args,))
-    except (ConfigError, PartDatasetError, ImageReadError, ImportError) as e:
-        logging.getLogger("part_d2").error(str(e))
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return launch_tool(main, args)
 
 
 if __name__ == "__main__":

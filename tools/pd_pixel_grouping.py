@@ -7,20 +7,15 @@
 
 CFG is any detectron2 / part_d2 instance-segmentation model (its backbone gives the features);
 keys under PART_DISTILLATION.PIXEL_GROUPING. The input dataset's records need ``objects`` (stage 0
-output registered with part_d2.engine.sharded_store.register_stage_output, or any part dataset).
+output registered with part_d2.data.shards.register_stage_output, or any part dataset).
 Interrupted runs resume; the output is a sharded part json (single class ``part``).
 """
-import logging
-import sys
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.data.image_io import ImageReadError
-from part_d2.data.part_json import PartDatasetError
-from part_d2.engine import launch
+from part_d2.engine.launch import launch_tool
 from part_d2.engine.offline import run_pixel_grouping, stage_argument_parser
-from part_d2.engine.setup import ConfigError, setup
+from part_d2.engine.setup import setup
 from part_d2.modeling.pixel_grouping import PixelGrouper
 
 
@@ -35,13 +30,7 @@ def main(args):
 
 def run(argv=None):
     args = stage_argument_parser(__doc__).parse_args(argv)
-    try:
-        return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                      dist_url=args.dist_url, args=(args,))
-    except (ConfigError, PartDatasetError, ImageReadError) as e:
-        logging.getLogger("part_d2").error(str(e))
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return launch_tool(main, args)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,10 @@ records need ``objects`` with object classes. Writes ``part_centroids.{npy,json}
 class, PART_DISTILLATION.RANKING.NUM_MODES modes) and a sharded part json whose part classes are
 (object class, mode) pairs. Interrupted runs resume.
 """
-import logging
-import sys
-
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.data.image_io import ImageReadError
-from part_d2.data.part_json import PartDatasetError
-from part_d2.engine import launch
+from part_d2.engine.launch import launch_tool
 from part_d2.engine.offline import rank_parts, stage_argument_parser
-from part_d2.engine.setup import ConfigError, setup
+from part_d2.engine.setup import setup
 
 
 def main(args):
@@ -27,13 +22,7 @@ def main(args):
 
 def run(argv=None):
     args = stage_argument_parser(__doc__).parse_args(argv)
-    try:
-        return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                      dist_url=args.dist_url, args=(args,))
-    except (ConfigError, PartDatasetError, ImageReadError) as e:
-        logging.getLogger("part_d2").error(str(e))
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return launch_tool(main, args)
 
 
 if __name__ == "__main__":

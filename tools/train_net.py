@@ -6,19 +6,14 @@
     python tools/train_net.py --config-file CFG --num-gpus 2   # 2 processes (GPUs, or CPU with gloo)
     python tools/train_net.py --config-file CFG --resume       # continue from the last checkpoint
 """
-import logging
-import sys
-
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.checkpoint import PartCheckpointer
-from part_d2.data.image_io import ImageReadError
-from part_d2.data.part_json import PartDatasetError
-from part_d2.engine import PartTrainer, launch
-from part_d2.engine.setup import ConfigError, setup
+from part_d2.engine import PartTrainer, launch_tool
+from part_d2.engine.setup import setup
 
 
 def main(args):
@@ -38,14 +33,7 @@ def main(args):
 
 
 def run(argv=None):
-    args = default_argument_parser().parse_args(argv)
-    try:
-        return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                      dist_url=args.dist_url, args=(args,))
-    except (ConfigError, PartDatasetError, ImageReadError) as e:
-        logging.getLogger("part_d2").error(str(e))
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    return launch_tool(main, default_argument_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Training uses large-scale jitter (flip, ResizeScale to a square target, FixedSiz
 shortest-edge resizing; testing uses shortest-edge resizing. With ``INPUT.OBJECT_MASK.ENABLED``
 the object mask becomes a 4th image channel (resized with nearest neighbour, padding is
 background), and at test time the mask is also kept at the original resolution as
-``"object_mask"`` for post-aware filtering.
+``"object_mask"`` for post-aware filtering. With OPS's self-supervised loss
+(``MODEL.OPS.SS_LOSS.ENABLED``) training inputs also carry the transformed mask as
+``"object_mask"`` at the training resolution.
 """
 import copy
 import logging
@@ -53,7 +55,8 @@ class PartDatasetMapper:
     Output dict: ``image`` (C, H, W) uint8 tensor with C = 3, or 4 when the object mask is an
     input channel (values 0 / ``object_mask_value``); ``instances`` (training, and at test time
     when annotations are kept) with ``gt_boxes``, ``gt_classes``, ``gt_masks``; ``object_mask``
-    (H0, W0) bool tensor at the original resolution when a source is configured at test time.
+    (H0, W0) bool tensor at the original resolution when a source is configured at test time, or
+    (H, W) bool at the augmented training resolution when ``train_object_mask``.
     """
 
     @configurable
@@ -68,8 +71,16 @@ class PartDatasetMapper:
         object_mask_source: Optional[ObjectMaskSource] = None,
         object_mask_channel: bool = False,
         object_mask_value: float = 255.0,
+        train_object_mask: bool = False,
         skip_bad_images: bool = True,
     ):
+        """
+        Args:
+            train_object_mask: in training, also return the transformed object mask (needs
+                ``object_mask_source``).
+        """
+        if train_object_mask and object_mask_source is None:
+            raise ValueError("train_object_mask needs an object_mask_source")
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
@@ -78,6 +89,7 @@ class PartDatasetMapper:
         self.object_mask_source = object_mask_source
         self.object_mask_channel = object_mask_channel
         self.object_mask_value = object_mask_value
+        self.train_object_mask = train_object_mask and is_train
         self.skip_bad_images = skip_bad_images and is_train
         self.skipped = Counter()
         mode = "training" if is_train else "inference"
@@ -91,9 +103,10 @@ class PartDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "mask_format": cfg.INPUT.MASK_FORMAT,
             "class_agnostic": cfg.DATASETS.CLASS_AGNOSTIC,
-            "object_mask_source": build_object_mask_source(cfg),
+            "object_mask_source": build_object_mask_source(cfg, training=is_train),
             "object_mask_channel": cfg.INPUT.OBJECT_MASK.ENABLED,
             "object_mask_value": cfg.INPUT.OBJECT_MASK.PIXEL_VALUE,
+            "train_object_mask": is_train and cfg.MODEL.OPS.SS_LOSS.ENABLED,
         }
 
     def __call__(self, dataset_dict):
@@ -116,13 +129,16 @@ class PartDatasetMapper:
         image = aug_input.image
         h, w = image.shape[:2]
         channels = [image]
-        if self.object_mask_channel:
+        if self.object_mask_channel or self.train_object_mask:
             # {0, 1} labels resized with nearest neighbour; pad values (0 or 255) are background.
-            moved = transforms.apply_segmentation(object_mask.astype(np.uint8))
-            channels.append(((moved == 1) * self.object_mask_value).astype(np.uint8)[:, :, None])
+            moved = transforms.apply_segmentation(object_mask.astype(np.uint8)) == 1
+        if self.object_mask_channel:
+            channels.append((moved * self.object_mask_value).astype(np.uint8)[:, :, None])
         d["image"] = torch.as_tensor(np.ascontiguousarray(np.concatenate(channels, axis=2).transpose(2, 0, 1)))
         if object_mask is not None and not self.is_train:
             d["object_mask"] = torch.as_tensor(object_mask)
+        if self.train_object_mask:
+            d["object_mask"] = torch.as_tensor(np.ascontiguousarray(moved))
 
         annos = d.pop("annotations", None)
         d.pop("objects", None)

@@ -155,10 +155,11 @@ class ModelObjectMasks(ObjectMaskSource):
         return masks.any(axis=0) if len(masks) else np.zeros(image.shape[:2], dtype=bool)
 
 
-def build_object_mask_source(cfg) -> Optional[ObjectMaskSource]:
-    """The source named by ``INPUT.OBJECT_MASK.SOURCE`` (None when no step uses object masks)."""
+def build_object_mask_source(cfg, training: bool = False) -> Optional[ObjectMaskSource]:
+    """The source named by ``INPUT.OBJECT_MASK.SOURCE``, or None when no step uses object masks:
+    the 4th input channel, post-aware filtering, or (``training``) OPS's self-supervised loss."""
     c = cfg.INPUT.OBJECT_MASK
-    if not (c.ENABLED or cfg.TEST.POST_AWARE.ENABLED):
+    if not (c.ENABLED or cfg.TEST.POST_AWARE.ENABLED or (training and cfg.MODEL.OPS.SS_LOSS.ENABLED)):
         return None
     if c.SOURCE not in OBJECT_MASK_SOURCES:
         raise ValueError(f"INPUT.OBJECT_MASK.SOURCE={c.SOURCE!r}; expected one of {sorted(OBJECT_MASK_SOURCES)}")

@@ -28,6 +28,7 @@ Bad annotations are repaired or skipped with a logged count; a missing or malfor
 import json
 import logging
 import os
+import re
 from collections import Counter
 from typing import Callable, Dict, List, Optional
 
@@ -44,8 +45,31 @@ LABEL_VIEWS = ("parts", "agnostic", "objects")
 AGNOSTIC_CLASS = "part"
 
 
+_ERROR_NAME = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): ")
+
+
+def clean_error_message(text: str) -> str:
+    """An error message as its user should read it, without a worker's traceback.
+
+    PyTorch re-raises an error of a DataLoader worker with the worker's traceback as its message,
+    and ``mp.spawn`` reports a child's error as a traceback. From such text this returns the
+    message of its last line (``[module.]ErrorName: message`` without the name); a single line
+    loses a leading error name; other text is returned unchanged.
+    """
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines or (len(lines) > 1 and not any("Traceback (most recent call last)" in line for line in lines)):
+        return text
+    return _ERROR_NAME.sub("", lines[-1].strip(), count=1)
+
+
 class PartDatasetError(RuntimeError):
-    """A dataset file is missing or malformed; the message names the file and the problem."""
+    """A dataset file is missing or malformed; the message names the file and the problem.
+
+    Re-raised from a DataLoader worker, it keeps only that message (see :func:`clean_error_message`).
+    """
+
+    def __init__(self, message: str = ""):
+        super().__init__(clean_error_message(message) if isinstance(message, str) else message)
 
 
 def read_json(path: str) -> Dict:
@@ -275,3 +299,40 @@ def _set_classes(name: str, view: str, classes: Dict[str, List[str]]) -> None:
         return
     meta.set(thing_classes=list(thing), part_classes=list(classes["part_classes"]),
              object_classes=list(classes["object_classes"]))
+
+
+def parse_part_json_spec(spec: str) -> Dict[str, str]:
+    """Split a ``DATASETS.PART_JSONS`` entry ``"name:json_file[:image_root]"``.
+
+    Without ``image_root``, the json's ``info.image_root`` is used (written by the pseudo-label
+    tool); file names of the json are relative to it (or absolute). ``json_file`` may also be the
+    output directory of an offline stage (sharded part jsons, see :mod:`part_d2.data.shards`).
+    Returns:
+        dict with ``name``, ``json_file`` and ``image_root``.
+    """
+    fields = spec.split(":")
+    if len(fields) not in (2, 3) or not all(fields):
+        raise PartDatasetError(f"DATASETS.PART_JSONS entry {spec!r}: expected 'name:json_file[:image_root]'")
+    name, json_file = fields[:2]
+    if len(fields) == 3:
+        image_root = fields[2]
+    elif os.path.isdir(json_file):
+        image_root = ""
+    else:
+        image_root = read_json(json_file).get("info", {}).get("image_root", "")
+    return {"name": name, "json_file": json_file, "image_root": image_root}
+
+
+def register_config_part_jsons(cfg) -> List[str]:
+    """Register every ``DATASETS.PART_JSONS`` entry as ``name_{parts,agnostic,objects}``
+    (idempotent; called by :func:`part_d2.engine.setup.load_config`); returns the names."""
+    from part_d2.data.shards import register_stage_output
+
+    names = []
+    for spec in cfg.DATASETS.PART_JSONS:
+        entry = parse_part_json_spec(spec)
+        if os.path.isdir(entry["json_file"]):
+            names += register_stage_output(entry["name"], entry["json_file"])
+        else:
+            names += register_part_json(entry["name"], entry["json_file"], entry["image_root"])
+    return names

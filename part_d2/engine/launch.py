@@ -5,7 +5,9 @@ one process. On GPUs, and on detectron2 versions with CPU support, this defers t
 """
 import logging
 import os
+import sys
 from datetime import timedelta
+from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -56,3 +58,31 @@ def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_ra
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs_per_machine))
     comm.synchronize()
     main_func(*args)
+
+
+def launch_tool(main: Callable, args, user_errors: Sequence[type] = ()):
+    """Run a tool's ``main(args)`` with :func:`launch` (detectron2's ``--num-gpus``,
+    ``--num-machines``, ``--machine-rank``, ``--dist-url`` in ``args``).
+
+    A bad input (config, dataset, image or import error, or one of ``user_errors``), in this
+    process or in a spawned one, ends the program with one line ``error: <message>`` on stderr and
+    exit status 1 instead of a traceback.
+    """
+    from part_d2.data.image_io import ImageReadError
+    from part_d2.data.part_json import PartDatasetError, clean_error_message
+    from part_d2.engine.setup import ConfigError
+
+    errors = (ConfigError, PartDatasetError, ImageReadError, ImportError) + tuple(user_errors)
+    try:
+        return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                      dist_url=args.dist_url, args=(args,))
+    except errors as e:
+        message = str(e)
+    except mp.ProcessRaisedException as e:
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        if not any(last.split(":", 1)[0].rsplit(".", 1)[-1] == err.__name__ for err in errors):
+            raise
+        message = clean_error_message(last)
+    logger.error(message)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -7,10 +7,12 @@ skip-if-done resume, progress bars, and the stages themselves.
   (``part_centroids.*``) -> part json whose classes are (object class, mode) pairs.
 
 A stage reads the records of a registered dataset in their order and writes fixed shards of
-``PART_DISTILLATION.SHARD_SIZE`` images (:mod:`part_d2.engine.sharded_store`). Shard ``s`` goes to
+``PART_DISTILLATION.SHARD_SIZE`` images (:mod:`part_d2.data.shards`). Shard ``s`` goes to
 worker ``s mod W`` (W = jobs x ranks); a worker skips shards that exist. Randomness is seeded per
 image from its file name, and each image is processed alone, so the output does not depend on the
-number of workers or on interruptions. The manifest is written once every shard exists; output
+number of workers or on interruptions. The manifest is written last, once every shard exists; a
+rerun of a finished stage leaves its files untouched and logs so, and an output directory written
+by a different run (other input, classes or shard size) is an error rather than mixed in. Output
 ids are: image ``i + 1`` (``i``: position in the input), object ``(i + 1) * 10^4 + j``, part
 ``object_id * 10^3 + p``.
 """
@@ -25,13 +27,14 @@ import tqdm
 from detectron2.utils import comm
 
 from part_d2.data.image_io import read_image_checked
-from part_d2.data.part_json import AGNOSTIC_CLASS
-from part_d2.engine.sharded_store import (
+from part_d2.data.part_json import AGNOSTIC_CLASS, PartDatasetError, read_json
+from part_d2.data.shards import (
+    MANIFEST,
     ShardStore,
     assigned_shards,
     atomic_write_json,
     atomic_write_npy,
-    load_object_masks,
+    object_masks_of,
     part_json_shard,
     write_manifest,
 )
@@ -83,11 +86,11 @@ def run_shards(store: ShardStore, records: Sequence[Dict], process: Callable[[in
     Returns:
         The shards written by this call.
     """
-    todo = [s for s in assigned_shards(store.num_shards, num_jobs, job_id, comm.get_rank(), comm.get_world_size())
-            if not store.is_done(s)]
+    todo = _todo(store, num_jobs, job_id)
     total = sum(len(store.item_range(s)) for s in todo)
     with tqdm.tqdm(total=total, desc=desc, disable=comm.get_local_rank() != 0 or total == 0) as bar:
         for s in todo:
+            store.clear_partial(s)
             results = []
             for i in store.item_range(s):
                 results.append(process(i, records[i]))
@@ -96,11 +99,27 @@ def run_shards(store: ShardStore, records: Sequence[Dict], process: Callable[[in
     return todo
 
 
+def _todo(store: ShardStore, num_jobs: int, job_id: int) -> List[int]:
+    """This worker's shards that do not exist yet; logs when some or all of them exist."""
+    mine = assigned_shards(store.num_shards, num_jobs, job_id, comm.get_rank(), comm.get_world_size())
+    todo = [s for s in mine if not store.is_done(s)]
+    if mine and not todo:
+        logger.info(f"{os.path.join(store.root, store.subdir)}: all {len(mine)} shard(s) of this worker exist, "
+                    "nothing to compute")
+    elif len(todo) < len(mine):
+        logger.info(f"{os.path.join(store.root, store.subdir)}: resuming, {len(mine) - len(todo)} of {len(mine)} "
+                    "shard(s) of this worker already exist")
+    return todo
+
+
 def finish_stage(store: ShardStore, manifest: Dict, extra: Optional[Callable[[], None]] = None) -> bool:
-    """On the main process, write the manifest (then ``extra`` outputs) once every shard exists.
+    """On the main process, once every shard exists, write the ``extra`` outputs and then the
+    manifest (the mark of a complete stage); nothing is rewritten when an equal manifest exists.
 
     Returns:
         Whether the stage is complete (all processes agree after a barrier).
+    Raises:
+        PartDatasetError: the directory holds the manifest of a different run.
     """
     comm.synchronize()
     missing = store.missing()
@@ -108,11 +127,21 @@ def finish_stage(store: ShardStore, manifest: Dict, extra: Optional[Callable[[],
         logger.info(f"{store.root}: {len(missing)} of {store.num_shards} shards still missing "
                     "(other jobs running?); rerun once they are done to finish the stage")
         return False
-    if comm.is_main_process():  # (re)written by every complete run, so an interrupted finish is redone
-        write_manifest(store.root, dict(manifest, num_images=store.num_items, shard_size=store.shard_size,
-                                        num_shards=store.num_shards))
-        if extra is not None:
-            extra()
+    manifest = dict(manifest, num_images=store.num_items, shard_size=store.shard_size, num_shards=store.num_shards)
+    if comm.is_main_process():
+        path = os.path.join(store.root, MANIFEST)
+        old = read_json(path) if os.path.isfile(path) else None
+        if old is None:
+            if extra is not None:
+                extra()
+            write_manifest(store.root, manifest)
+            logger.info(f"{store.root}: stage complete ({store.num_shards} shards, {store.num_items} images)")
+        elif old == manifest:
+            logger.info(f"{store.root}: stage already complete, nothing rewritten")
+        else:
+            keys = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            raise PartDatasetError(f"{path}: this output directory holds another run's result ({', '.join(keys)} "
+                                   "differ); give a new --output or delete the directory")
     comm.synchronize()
     return True
 
@@ -189,7 +218,7 @@ def run_object_masks(model, records: Sequence[Dict], output: str, shard_size: in
                "object masks")
 
     def write_object_masks():
-        atomic_write_json(os.path.join(output, "object_masks.json"), load_object_masks(output))
+        atomic_write_json(os.path.join(output, "object_masks.json"), object_masks_of(store))
 
     return finish_stage(store, {"stage": "object_masks", "source": source, "part_classes": [],
                                 "object_classes": names}, write_object_masks)
@@ -326,9 +355,9 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
         return part_json_shard(images, anns, objects, mode_names(object_classes, num_modes), object_classes,
                                {"stage": "part_ranking", "shard": shard})
 
-    todo = [s for s in assigned_shards(store.num_shards, num_jobs, job_id, comm.get_rank(), comm.get_world_size())
-            if not store.is_done(s)]
+    todo = _todo(store, num_jobs, job_id)
     for s in tqdm.tqdm(todo, desc="ranking: labels", disable=comm.get_local_rank() != 0 or not todo):
+        store.clear_partial(s)
         store.write_json(s, label(s))
     return finish_stage(store, {"stage": "part_ranking", "source": source,
                                 "part_classes": mode_names(object_classes, num_modes),

@@ -3,7 +3,7 @@ import logging
 import weakref
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.modeling import build_model
@@ -11,7 +11,9 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from part_d2.checkpoint import PartCheckpointer
+from part_d2.data.build import build_part_train_loader
 from part_d2.data.dataset_mapper import PartDatasetMapper
+from part_d2.data.mixed_loader import build_mixed_train_loader
 from part_d2.modeling.object_aware import attach_post_aware_filter
 from part_d2.solver.build import build_optimizer
 
@@ -27,22 +29,36 @@ def build_part_model(cfg) -> torch.nn.Module:
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder=None):
-    """The evaluator named by the dataset's ``evaluator_type`` ("part", "sem_seg" or "lvis")."""
+    """The evaluator named by the dataset's ``evaluator_type`` ("part", "sem_seg" or "lvis").
+
+    "part" datasets get the :class:`PartEvaluator`, plus the :class:`OracleSemanticEvaluator`
+    when ``TEST.PART_EVAL.ORACLE_SEMANTIC``; ``TEST.PART_DISCOVERY.ENABLED`` selects
+    PartDistillation's :class:`PartDiscoveryEvaluator` instead.
+    """
     from part_d2.evaluation import PartEvaluator
 
+    if cfg.TEST.PART_DISCOVERY.ENABLED:
+        from part_d2.evaluation.part_discovery import PartDiscoveryEvaluator
+
+        return PartDiscoveryEvaluator(cfg, dataset_name)
     meta = MetadataCatalog.get(dataset_name)
     kind = getattr(meta, "evaluator_type", "part")
     if kind == "part":
-        return PartEvaluator(
+        evaluator = PartEvaluator(
             dataset_name,
             output_dir=output_folder,
             max_dets=tuple(cfg.TEST.PART_EVAL.MAX_DETS),
             class_aware=cfg.TEST.PART_EVAL.CLASS_AWARE,
         )
-    if kind == "sem_seg":
-        from detectron2.evaluation import SemSegEvaluator
+        if not cfg.TEST.PART_EVAL.ORACLE_SEMANTIC:
+            return evaluator
+        from part_d2.evaluation.oracle_semantic_evaluator import OracleSemanticEvaluator
 
-        return SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+        return DatasetEvaluators([evaluator, OracleSemanticEvaluator(cfg, dataset_name)])
+    if kind == "sem_seg":
+        from part_d2.evaluation.sem_seg import InstanceSemSegEvaluator
+
+        return InstanceSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
     if kind == "lvis":
         from detectron2.evaluation import LVISEvaluator
 
@@ -78,6 +94,18 @@ class PartTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def state_dict(self):
+        """Also checkpoint the optimizer (detectron2 v0.6's DefaultTrainer does not), so that
+        ``--resume`` continues with the same learning rate and momentum."""
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
     @classmethod
     def build_model(cls, cfg):
         model = build_part_model(cfg)
@@ -92,7 +120,12 @@ class PartTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=PartDatasetMapper(cfg, True))
+        """``DATASETS.TRAIN`` after few-shot / area selection, skipping unreadable images; with
+        ``DATASETS.UNLABELED``, OPS's labeled + unlabeled mix."""
+        mapper = PartDatasetMapper(cfg, True)
+        if cfg.DATASETS.UNLABELED:
+            return build_mixed_train_loader(cfg, mapper)
+        return build_part_train_loader(cfg, mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -14,13 +14,13 @@ by a softmax over the modes of
 """
 import json
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from part_d2.clustering.kmeans import batched_kmeans
-from part_d2.engine.sharded_store import atomic_write_json, atomic_write_npy
+from part_d2.data.shards import atomic_write_json, atomic_write_npy
 
 CENTROIDS_JSON = "part_centroids.json"
 CENTROIDS_NPY = "part_centroids.npy"
@@ -119,13 +119,27 @@ class PartCentroids:
         return logits.softmax(dim=1).numpy()
 
 
+def default_group_size(device: Union[str, torch.device]) -> int:
+    """Object classes per :func:`batched_kmeans` call: 4 on CPU (larger padded batches fall out of
+    cache), 128 on a GPU (enough to fill it)."""
+    return 128 if torch.device(device).type == "cuda" else 4
+
+
 def cluster_part_modes(features: np.ndarray, classes: np.ndarray, class_names: Sequence[str], k: int,
-                       n_init: int = 10, max_iter: int = 300, seed: int = 0, normalize: bool = True) -> PartCentroids:
+                       n_init: int = 10, max_iter: int = 300, seed: int = 0, normalize: bool = True,
+                       group_size: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> PartCentroids:
     """k-means of the features of each object class.
+
+    Classes are sorted by their number of features and clustered ``group_size`` at a time in one
+    :func:`batched_kmeans` call (padded with ``valid``). Class ``c`` draws from its own generator
+    seeded ``seed * 100003 + c``, so its modes do not depend on the other classes nor on
+    ``group_size`` (up to float rounding).
 
     Args:
         features: (M, D) float; classes: (M,) int object class of each feature.
         class_names: the C object classes (classes without features get no used mode).
+        group_size: classes per call; None: :func:`default_group_size` of ``device``.
+        device: where to cluster.
     """
     x = torch.as_tensor(np.asarray(features, np.float32))
     if normalize and len(x):
@@ -133,14 +147,32 @@ def cluster_part_modes(features: np.ndarray, classes: np.ndarray, class_names: S
     dim = x.shape[1] if x.dim() == 2 else 0
     centroids = np.zeros((len(class_names), k, dim), np.float32)
     counts = np.zeros((len(class_names), k), np.int64)
-    for c in range(len(class_names)):
-        xc = x[np.asarray(classes) == c]
-        if len(xc) == 0:
-            continue
-        gen = torch.Generator(device="cpu").manual_seed(int(seed) * 100003 + c)
-        labels, cents, _ = batched_kmeans(xc[None], k, n_init=n_init, max_iter=max_iter, generator=gen)
-        centroids[c] = cents[0].numpy()
-        counts[c] = np.bincount(labels[0].numpy(), minlength=k)[:k]
+    classes = np.asarray(classes, np.int64).reshape(-1)
+    if len(classes) != len(x):
+        raise ValueError(f"got {len(x)} features but {len(classes)} class indices")
+    if len(classes) and (classes.min() < 0 or classes.max() >= len(class_names)):
+        raise ValueError(f"class indices must be in [0, {len(class_names)}), got [{classes.min()}, {classes.max()}]")
+    order = np.argsort(classes, kind="stable")
+    sizes = np.bincount(classes, minlength=len(class_names))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    present = np.flatnonzero(sizes)
+    present = present[np.argsort(sizes[present], kind="stable")]
+    group_size = group_size or default_group_size(device)
+    for g in range(0, len(present), group_size):
+        group = present[g : g + group_size]
+        n_max = int(sizes[group].max())
+        points = torch.zeros(len(group), n_max, dim)
+        valid = torch.zeros(len(group), n_max, dtype=torch.bool)
+        for j, c in enumerate(group):
+            points[j, : sizes[c]] = x[order[starts[c] : starts[c + 1]]]
+            valid[j, : sizes[c]] = True
+        gens = [torch.Generator(device="cpu").manual_seed(int(seed) * 100003 + int(c)) for c in group]
+        labels, cents, _ = batched_kmeans(points.to(device), k, valid=valid.to(device), n_init=n_init,
+                                          max_iter=max_iter, generator=gens)
+        centroids[group] = cents.cpu().numpy()
+        labels = labels.cpu()
+        for j, c in enumerate(group):
+            counts[c] = np.bincount(labels[j, : sizes[c]].numpy(), minlength=k)[:k]
     return PartCentroids(class_names, centroids, counts, normalize)
 
 

@@ -86,12 +86,27 @@ def centroid_scores(features: torch.Tensor, centers: torch.Tensor, metric: str =
     return scores
 
 
+def resize_matrix(out_size: int, in_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(out_size, in_size) weights of torch's 1-D linear resizing (align_corners=False):
+    ``F.interpolate(v, out_size, mode="linear")`` equals ``resize_matrix(...) @ v``."""
+    eye = torch.eye(in_size, device=device, dtype=dtype)[None]
+    return F.interpolate(eye, size=out_size, mode="linear", align_corners=False)[0].t()
+
+
+def _composite_resize(out_size: int, image_size: int, padded_size: int, in_size: int, device, dtype):
+    """(out_size, in_size): resize to ``padded_size``, keep the first ``image_size``, resize to ``out_size``."""
+    to_padded = resize_matrix(padded_size, in_size, device, dtype)[:image_size]
+    return resize_matrix(out_size, image_size, device, dtype) @ to_padded
+
+
 def assign_pixels(scores: torch.Tensor, active: torch.Tensor, padded_size, image_size, output_size,
                   object_masks: torch.Tensor) -> torch.Tensor:
     """Cluster labels at the output resolution from stride-8 score maps.
 
     The maps are resized like detectron2 resizes predictions: bilinearly to the padded input size,
-    cropped to the (unpadded) input size, bilinearly resized to ``output_size``.
+    cropped to the (unpadded) input size, bilinearly resized to ``output_size``. Bilinear resizing
+    is separable and linear, so the three steps are one (H_out, h) and one (W_out, w) matrix;
+    each object's maps are computed (and arg-maxed) only inside its bounding box.
 
     Args:
         scores: (B, K, h, w); active: (B, K) bool.
@@ -100,11 +115,20 @@ def assign_pixels(scores: torch.Tensor, active: torch.Tensor, padded_size, image
     Returns:
         (B, H_out, W_out) long: cluster index inside each object, -1 outside.
     """
-    up = F.interpolate(scores, size=tuple(padded_size), mode="bilinear", align_corners=False)
-    up = up[:, :, : image_size[0], : image_size[1]]
-    up = F.interpolate(up, size=tuple(output_size), mode="bilinear", align_corners=False)
-    up = up.masked_fill(~active[:, :, None, None], float("-inf"))
-    return torch.where(object_masks, up.argmax(dim=1), torch.full_like(object_masks, -1, dtype=torch.long))
+    h, w = scores.shape[-2:]
+    rows = _composite_resize(output_size[0], image_size[0], padded_size[0], h, scores.device, scores.dtype)
+    cols = _composite_resize(output_size[1], image_size[1], padded_size[1], w, scores.device, scores.dtype)
+    labels = torch.full(object_masks.shape, -1, dtype=torch.long, device=scores.device)
+    for b, mask in enumerate(object_masks):
+        ys, xs = mask.any(dim=1).nonzero()[:, 0], mask.any(dim=0).nonzero()[:, 0]
+        if len(ys) == 0:
+            continue
+        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        up = rows[y0:y1] @ scores[b] @ cols[x0:x1].t()  # (K, bh, bw)
+        up = up.masked_fill(~active[b, :, None, None], float("-inf"))
+        box = mask[y0:y1, x0:x1]
+        labels[b, y0:y1, x0:x1] = torch.where(box, up.argmax(dim=0), labels[b, y0:y1, x0:x1])
+    return labels
 
 
 def labels_to_parts(labels: np.ndarray) -> np.ndarray:

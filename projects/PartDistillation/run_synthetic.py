@@ -27,7 +27,6 @@ import importlib.util
 import json
 import logging
 import os
-import sys
 import time
 
 from detectron2.utils.logger import setup_logger
@@ -35,11 +34,9 @@ from detectron2.utils.logger import setup_logger
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.builtin import register_synthetic_parts
+from part_d2.data.shards import register_stage_output
 from part_d2.engine.setup import load_config
-from part_d2.engine.sharded_store import register_stage_output
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_net import PartDistillationTrainer  # noqa: E402
+from part_d2.engine.trainer import PartTrainer
 
 logger = logging.getLogger("part_d2.pd_synthetic")
 
@@ -68,7 +65,7 @@ def train(config: str, iters: int, output: str, opts=()) -> str:
         return weights
     cfg = load_config(os.path.join(CONFIGS, config), list(opts) + iteration_opts(iters, output))
     cfg.freeze()
-    trainer = PartDistillationTrainer(cfg)
+    trainer = PartTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     return weights
@@ -86,9 +83,9 @@ def evaluate(name: str, config: str, weights: str, output: str, opts=()) -> dict
         "TEST.DETECTIONS_PER_IMAGE", "50", "TEST.PART_DISCOVERY.MAX_DETS", "[1, 10, 50]",
     ])
     cfg.freeze()
-    model = PartDistillationTrainer.build_model(cfg)
+    model = PartTrainer.build_model(cfg)
     PartCheckpointer(model).load(weights)
-    results = PartDistillationTrainer.test(cfg, model)  # one test dataset: not keyed by its name
+    results = PartTrainer.test(cfg, model)  # one test dataset: not keyed by its name
     metrics = results["part_discovery"]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -312,12 +312,15 @@ def prepare_partimagenet_seg(raw: str, root: Optional[str] = None, splits: Seque
                 log.add("label maps without an image (dropped)")
                 continue
             label_path = os.path.join(label_dir, name)
-            values = set(np.unique(np.asarray(Image.open(label_path))).tolist())
+            label = np.asarray(Image.open(label_path))
+            values = set(np.unique(label).tolist())
             if not values <= valid:
                 log.add("label maps with values outside 0-40/255 (kept; those pixels are not evaluated)")
             record = {
                 "file_name": os.path.relpath(images[stem], out_dir),
                 "sem_seg_file_name": os.path.relpath(label_path, out_dir),
+                "height": int(label.shape[0]),
+                "width": int(label.shape[1]),
             }
             whole = _whole_map(label_dir, whole_dir, stem)
             if whole:
@@ -354,7 +357,8 @@ def load_partimagenet_seg(index_file: str, seg_root: str) -> List[Dict]:
     out = []
     for r in records:
         rec = {"file_name": os.path.join(seg_root, r["file_name"]),
-               "sem_seg_file_name": os.path.join(seg_root, r["sem_seg_file_name"])}
+               "sem_seg_file_name": os.path.join(seg_root, r["sem_seg_file_name"]),
+               "height": r["height"], "width": r["width"]}
         if "whole_file_name" in r:
             rec["whole_file_name"] = os.path.join(seg_root, r["whole_file_name"])
         out.append(rec)

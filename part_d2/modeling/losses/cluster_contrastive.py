@@ -107,6 +107,9 @@ def cluster_features(
 ) -> torch.Tensor:
     """Batched k-means of each image's normalised object-pixel features (float32, no gradient).
 
+    Only the object pixels are clustered: they are gathered (contiguous, in raster order) into a
+    (B, max #object pixels, C) batch, and the labels are scattered back.
+
     Args:
         features_norm: (B, C, H, W) float, L2-normalised at object pixels.
         object_masks: (B, H, W) bool.
@@ -115,17 +118,24 @@ def cluster_features(
         (B, H, W) long cluster ids, -1 outside the object.
     """
     b, c, h, w = features_norm.shape
-    points = features_norm.detach().float().flatten(2).transpose(1, 2)
+    masks = object_masks.flatten(1)
+    counts = masks.sum(dim=1)
+    n_max = max(int(counts.max()), 1) if b else 1
+    index = torch.argsort((~masks).to(torch.uint8), dim=1, stable=True)[:, :n_max]  # object pixels first
+    flat = features_norm.detach().float().flatten(2)  # (B, C, H*W)
+    points = torch.gather(flat, 2, index[:, None].expand(-1, c, -1)).transpose(1, 2).contiguous()
+    valid = torch.arange(n_max, device=masks.device)[None] < counts[:, None]
     labels, _, _ = batched_kmeans(
         points,
         k,
-        valid=object_masks.flatten(1),
+        valid=valid,
         max_iter=kmeans_iters,
         init=kmeans_init,
         seed=seed,
         generator=generator,
     )
-    return labels.view(b, h, w)
+    out = torch.full((b, h * w), -1, dtype=torch.long, device=labels.device)
+    return out.scatter_(1, index, labels).view(b, h, w)
 
 
 def _check_labels(labels, masks, k_eff):

@@ -10,9 +10,11 @@ An output directory holds::
 Shard ``i`` always holds the same images (positions ``[i*S, (i+1)*S)`` of the input dataset), so
 its content does not depend on which job or rank computed it. Every file is written to a temporary
 name and renamed into place, so a file that exists is complete: a killed run resumes by skipping
-existing shards, and its output is byte-identical to an uninterrupted run's. Shards are plain part
+existing shards (after removing the temporary files the kill left), and its output is
+byte-identical to an uninterrupted run's. Shards are plain part
 jsons; :func:`register_stage_output` registers the output as detectron2 datasets.
 """
+import glob
 import io
 import json
 import logging
@@ -93,6 +95,17 @@ class ShardStore:
     def missing(self) -> List[int]:
         return [s for s in range(self.num_shards) if not self.is_done(s)]
 
+    def clear_partial(self, shard: int) -> int:
+        """Remove the temporary files an interrupted write of ``shard`` left; returns their number.
+
+        Only the worker assigned to ``shard`` writes its files, so it may call this before computing it.
+        """
+        folder = glob.escape(os.path.join(self.root, self.subdir))
+        stale = glob.glob(os.path.join(folder, f"shard-{shard:05d}.*.tmp*"))
+        for path in stale:
+            os.remove(path)
+        return len(stale)
+
     def write_json(self, shard: int, obj) -> None:
         atomic_write_json(self.path(shard), obj)
 
@@ -146,7 +159,11 @@ def load_stage_output(root: str, view: str = "parts") -> List[Dict]:
 def load_object_masks(root: str) -> Dict[str, List[Dict]]:
     """``{file_name: [RLE, ...]}`` of the objects stored in a stage output (the format of the
     ``stored`` object-mask source, ``INPUT.OBJECT_MASK.STORED_JSON``)."""
-    store = shard_store_of(root)
+    return object_masks_of(shard_store_of(root))
+
+
+def object_masks_of(store: ShardStore) -> Dict[str, List[Dict]]:
+    """:func:`load_object_masks` of the (existing) shards of ``store``."""
     out: Dict[str, List[Dict]] = {}
     for s in range(store.num_shards):
         data = store.read_json(s)

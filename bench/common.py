@@ -1,0 +1,104 @@
+"""Helpers shared by the benchmark cases: timing, result rows, environment description.
+
+A case returns ``{"case": str, "title": str, "params": dict, "rows": [row, ...], "notes": [str]}``;
+each row compares one measurement of a baseline with part_d2 (:func:`speedup_row` for "higher
+is better" throughputs, :func:`ratio_row` for "lower is better" times or memory).
+"""
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Optional
+
+import torch
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_path(path: str) -> str:
+    """``path`` if it exists from the working directory, else the same path under the repository root."""
+    return path if not path or os.path.isabs(path) or os.path.exists(path) else os.path.join(REPO_ROOT, path)
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work so that wall-clock timings are complete."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed_once(fn: Callable, device: str = "cpu"):
+    """``(result, seconds)`` of one call of ``fn()``."""
+    sync(device)
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return result, time.perf_counter() - start
+
+
+def median_time(fn: Callable, iters: int, device: str = "cpu", warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``iters`` (>= 1) runs after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(timed_once(fn, device)[1] for _ in range(max(1, iters)))
+
+
+def scaled(full: int, scale: float, minimum: int = 1) -> int:
+    """``round(full * scale)``, at least ``minimum``."""
+    return max(minimum, int(round(full * scale)))
+
+
+def speedup_row(metric: str, unit: str, baseline: float, part_d2: float, target: float,
+                quality: str = "", quality_ok: bool = True, baseline_extrapolated: bool = False) -> dict:
+    """Row of a throughput-like measurement given as *times* (seconds; lower is better):
+    speed-up = baseline / part_d2, met when ``>= target`` and the quality check passed."""
+    speedup = baseline / part_d2 if part_d2 > 0 else float("inf")
+    return {"metric": metric, "unit": unit, "baseline": baseline, "part_d2": part_d2, "kind": "speedup",
+            "value": speedup, "target": target, "met": bool(speedup >= target and quality_ok),
+            "quality": quality, "quality_ok": bool(quality_ok), "baseline_extrapolated": baseline_extrapolated}
+
+
+def ratio_row(metric: str, unit: str, baseline: Optional[float], part_d2: float, target: float,
+              quality: str = "", quality_ok: bool = True, baseline_extrapolated: bool = False) -> dict:
+    """Row of a cost (time, memory; lower is better): ratio = part_d2 / baseline, met when
+    ``<= target`` and the quality check passed. ``baseline`` None: no comparison possible."""
+    ratio = part_d2 / baseline if baseline else None
+    met = None if ratio is None else bool(ratio <= target and quality_ok)
+    return {"metric": metric, "unit": unit, "baseline": baseline, "part_d2": part_d2, "kind": "ratio",
+            "value": ratio, "target": target, "met": met, "quality": quality, "quality_ok": bool(quality_ok),
+            "baseline_extrapolated": baseline_extrapolated}
+
+
+def relative_gap(ours: float, reference: float) -> float:
+    """``(ours - reference) / reference``: > 0 when ours is larger (e.g. worse inertia)."""
+    return (ours - reference) / reference if reference else 0.0
+
+
+def environment(device: str) -> dict:
+    """Versions, CPU and thread counts, the accelerator if any."""
+    import numpy
+    import sklearn
+
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "device": device,
+    }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def check_device(device: str) -> str:
+    """``device`` if usable, else a clear error."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} requested but torch sees no CUDA device")
+    return device

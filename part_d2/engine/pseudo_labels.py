@@ -1,0 +1,199 @@
+"""OPS self-training: pseudo part labels from a trained model, and config-registered part jsons.
+
+:func:`generate_pseudo_labels` runs a model over a registered dataset and keeps the predicted
+parts scoring above a threshold; :func:`pseudo_label_json` turns them into a part_d2 part json
+(single category ``part``, the source records' ``objects`` kept so object-mask sources still
+work). Pseudo-labeled data joins training through config alone
+(``DATASETS.PART_JSONS``, see :func:`part_d2.data.part_json.register_config_part_jsons`), e.g.
+``DATASETS.PART_JSONS ("pseudo:out/pseudo_labels.json",) DATASETS.TRAIN ("labeled_agnostic", "pseudo_agnostic")``.
+"""
+import itertools
+import json
+import logging
+import os
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import tqdm
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
+
+from part_d2.data.part_json import AGNOSTIC_CLASS
+from part_d2.structures.masks import mask_to_bbox, mask_to_rle, masks_to_rles, rle_area, segmentation_to_mask
+
+logger = logging.getLogger(__name__)
+
+PSEUDO_LABEL_FILE = "pseudo_labels.json"
+PART_CATEGORY_ID = 1
+
+
+def _relative_file_name(file_name: str, image_root: str) -> str:
+    if image_root and os.path.abspath(file_name).startswith(os.path.abspath(image_root) + os.sep):
+        return os.path.relpath(os.path.abspath(file_name), os.path.abspath(image_root))
+    return os.path.abspath(file_name)
+
+
+def _object_entries(record: Dict, start_id: int) -> List[Dict]:
+    """The record's objects as part-json objects (RLE segmentations, ids from ``start_id``)."""
+    objects = []
+    h, w = record["height"], record["width"]
+    for i, obj in enumerate(record.get("objects", [])):
+        mask = segmentation_to_mask(obj["segmentation"], h, w)
+        rle = mask_to_rle(mask)
+        objects.append(
+            {
+                "id": start_id + i,
+                "image_id": record["image_id"],
+                "category_id": int(obj["category_id"]),
+                "segmentation": rle,
+                "area": rle_area(rle),
+                "bbox": mask_to_bbox(mask),
+                "iscrowd": int(obj.get("iscrowd", 0)),
+            }
+        )
+    return objects
+
+
+def pseudo_label_json(
+    records: Sequence[Dict],
+    predictions: Dict,
+    score_thresh: float,
+    image_root: str = "",
+    object_classes: Sequence[str] = (),
+    source: str = "",
+) -> Dict:
+    """A part_d2 part json of thresholded predictions.
+
+    Args:
+        records: dataset dicts (``image_id``, ``file_name``, ``height``, ``width``, optional
+            ``objects`` with contiguous ``category_id``).
+        predictions: ``{image_id: encode_parts(masks, scores)}``; images without an entry get
+            no parts.
+        score_thresh: keep parts with ``score > score_thresh``.
+        image_root: file names are written relative to it when they lie below it.
+        object_classes: names of the objects' contiguous categories.
+        source: informative name of the source dataset.
+    Returns:
+        the json dict: one category ``part`` (id 1), annotations with ``score``, the objects and
+        object categories of the records, ``info.image_root`` and ``info.score_thresh``.
+    """
+    images, annotations, objects = [], [], []
+    for rec in records:
+        images.append(
+            {
+                "id": rec["image_id"],
+                "file_name": _relative_file_name(rec["file_name"], image_root),
+                "height": rec["height"],
+                "width": rec["width"],
+                "object_category_id": rec.get("object_category_id", -1),
+            }
+        )
+        objects += _object_entries(rec, start_id=len(objects) + 1)
+        pred = predictions.get(rec["image_id"])
+        if pred is None:
+            continue
+        for part in pred:
+            if part["score"] > score_thresh:
+                annotations.append(
+                    dict(part, id=len(annotations) + 1, image_id=rec["image_id"], category_id=PART_CATEGORY_ID)
+                )
+    return {
+        "info": {"description": f"pseudo part labels of {source}", "image_root": image_root,
+                 "score_thresh": score_thresh},
+        "images": images,
+        "categories": [{"id": PART_CATEGORY_ID, "name": AGNOSTIC_CLASS, "supercategory": AGNOSTIC_CLASS}],
+        "annotations": annotations,
+        "object_categories": [{"id": i, "name": n, "supercategory": n} for i, n in enumerate(object_classes)],
+        "objects": objects,
+    }
+
+
+def write_json_atomic(path: str, data: Dict) -> None:
+    """Write json to a temporary file next to ``path``, then rename it over ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def encode_parts(masks: np.ndarray, scores: np.ndarray) -> List[Dict]:
+    """Compact part annotations of one image's predictions; empty masks are dropped.
+
+    Args:
+        masks: (N, H, W) bool; scores: (N,) float.
+    Returns:
+        N' dicts with ``segmentation`` (RLE), ``area``, ``bbox`` (XYWH), ``iscrowd`` 0 and ``score``.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    keep = masks.any(axis=(1, 2))
+    masks, scores = masks[keep], np.asarray(scores, dtype=np.float64)[keep]
+    return [
+        {"segmentation": rle, "area": rle_area(rle), "bbox": mask_to_bbox(mask), "iscrowd": 0, "score": float(score)}
+        for rle, mask, score in zip(masks_to_rles(masks), masks, scores)
+    ]
+
+
+@torch.no_grad()
+def predict_dataset(model, data_loader, score_thresh: float) -> Dict:
+    """Predictions of this process's share of a test loader, above ``score_thresh``.
+
+    Returns:
+        ``{image_id: encode_parts(masks, scores)}`` (RLEs, so that gathering stays small).
+    """
+    predictions = {}
+    training = model.training
+    model.eval()
+    try:
+        for inputs in tqdm.tqdm(data_loader, desc="pseudo labels", disable=not comm.is_main_process()):
+            for inp, out in zip(inputs, model(inputs)):
+                inst = out["instances"].to("cpu")
+                keep = inst.scores > score_thresh
+                masks = inst.pred_masks[keep]
+                masks = masks if masks.dtype == torch.bool else masks >= 0.5
+                predictions[inp["image_id"]] = encode_parts(masks.numpy(), inst.scores[keep].numpy())
+    finally:
+        model.train(training)
+    return predictions
+
+
+def generate_pseudo_labels(
+    cfg, model, dataset_name: str, output_file: str, score_thresh: Optional[float] = None, data_loader=None
+) -> Optional[Dict]:
+    """Run ``model`` over ``dataset_name`` on every process and write the pseudo-label json.
+
+    Args:
+        score_thresh: keep parts scoring above it (default ``MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH``).
+        data_loader: test loader of the dataset (default: :class:`PartTrainer`'s).
+    Returns:
+        the json dict on the main process (written atomically to ``output_file``), None elsewhere.
+    """
+    from part_d2.engine.trainer import PartTrainer
+
+    thresh = cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH if score_thresh is None else score_thresh
+    loader = data_loader if data_loader is not None else PartTrainer.build_test_loader(cfg, dataset_name)
+    predictions = predict_dataset(model, loader, thresh)
+    gathered = comm.gather(predictions, dst=0)
+    if not comm.is_main_process():
+        return None
+    merged = dict(itertools.chain.from_iterable(p.items() for p in gathered))
+    meta = MetadataCatalog.get(dataset_name)
+    records = DatasetCatalog.get(dataset_name)
+    data = pseudo_label_json(
+        records, merged, thresh, image_root=meta.get("image_root", ""),
+        object_classes=meta.get("object_classes", []), source=dataset_name,
+    )
+    write_json_atomic(output_file, data)
+    logger.info(
+        f"Wrote {len(data['annotations'])} pseudo-labeled parts (score > {thresh}) of "
+        f"{len(data['images'])} images of {dataset_name} to {output_file}"
+    )
+    return data

@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""OPS self-training: write pseudo part labels of a trained model on an (unlabeled) dataset.
+
+    python tools/generate_pseudo_labels.py --config-file CFG --dataset synthetic_parts_val_agnostic \
+        --output output/pseudo [--score-thresh 0.1] MODEL.WEIGHTS output/base/model_final.pth
+
+Writes ``OUTPUT/pseudo_labels.json`` (part_d2 part json, single category ``part``, the source's
+objects kept) and prints the config overrides that train on it, e.g.
+``DATASETS.PART_JSONS ("pseudo:OUTPUT/pseudo_labels.json",) DATASETS.TRAIN ("labeled", "pseudo_agnostic")``.
+Runs on ``--num-gpus`` processes (GPUs, or CPU processes with gloo).
+"""
+import os
+
+from detectron2.engine import default_argument_parser
+from detectron2.utils import comm
+
+import part_d2  # noqa: F401  (registers datasets and architectures)
+from part_d2.checkpoint import PartCheckpointer
+from part_d2.engine import PartTrainer, launch_tool
+from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels
+from part_d2.engine.setup import setup
+
+
+def main(args):
+    cfg = setup(args)
+    model = PartTrainer.build_model(cfg)
+    PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(cfg.MODEL.WEIGHTS)
+    output_file = os.path.join(args.output, PSEUDO_LABEL_FILE)
+    data = generate_pseudo_labels(cfg, model, args.dataset, output_file, args.score_thresh)
+    if comm.is_main_process():
+        name = args.name or f"{args.dataset}_pseudo"
+        print(f"{len(data['annotations'])} pseudo-labeled parts on {len(data['images'])} images -> {output_file}")
+        print(f'train with: DATASETS.PART_JSONS "(\'{name}:{output_file}\',)" and {name}_agnostic in DATASETS.TRAIN')
+    return output_file
+
+
+def build_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--dataset", required=True, help="registered dataset to pseudo-label")
+    parser.add_argument("--output", required=True, help="output directory (pseudo_labels.json)")
+    parser.add_argument("--score-thresh", type=float, default=None,
+                        help="keep parts scoring above this (default MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH)")
+    parser.add_argument("--name", default="", help="dataset name printed for DATASETS.PART_JSONS")
+    return parser
+
+
+def run(argv=None):
+    return launch_tool(main, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    run()
