@@ -24,7 +24,7 @@ import part_d2  # noqa: F401  (registers datasets)
 from part_d2.data.image_io import ImageReadError, read_image_checked
 from part_d2.data.object_masks import build_object_mask_source
 from part_d2.data.part_json import PartDatasetError
-from part_d2.engine.pseudo_labels import write_json_atomic
+from part_d2.utils.io import atomic_write_json
 from part_d2.engine.setup import ConfigError, load_config
 from part_d2.evaluation.oracle_semantic_evaluator import oracle_confusion, parts_view_name, record_gt
 from part_d2.evaluation.semantic_metrics import semantic_metrics
@@ -82,7 +82,7 @@ def main(argv=None):
     for b, m in results.items():
         print(f"| {b} | {m['mIoU']:.2f} | {m['fwIoU']:.2f} | {m['mACC']:.2f} | {m['pACC']:.2f} |")
     if args.output:
-        write_json_atomic(os.path.abspath(args.output), results)
+        atomic_write_json(os.path.abspath(args.output), results)
     return results
 
 

@@ -15,46 +15,17 @@ byte-identical to an uninterrupted run's. Shards are plain part
 jsons; :func:`register_stage_output` registers the output as detectron2 datasets.
 """
 import glob
-import io
-import json
 import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from part_d2.data.part_json import AGNOSTIC_CLASS, LABEL_VIEWS, PartDatasetError, load_part_json, read_json
+from part_d2.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-
-
-def canonical_json(obj) -> bytes:
-    """The one serialisation of a json object (sorted keys, no spaces): equal objects, equal bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, canonical_json(obj))
-
-
-def atomic_write_npy(path: str, array: np.ndarray) -> None:
-    """Save one array as ``.npy`` (deterministic bytes, unlike ``.npz`` whose zip entries carry times)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def assigned_shards(num_shards: int, num_jobs: int = 1, job_id: int = 0, rank: int = 0, world_size: int = 1) -> List[int]:

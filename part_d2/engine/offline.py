@@ -32,12 +32,11 @@ from part_d2.data.shards import (
     MANIFEST,
     ShardStore,
     assigned_shards,
-    atomic_write_json,
-    atomic_write_npy,
     object_masks_of,
     part_json_shard,
     write_manifest,
 )
+from part_d2.utils.io import atomic_write_json, atomic_write_npy
 from part_d2.modeling.part_ranking import (
     PartCentroids,
     cluster_part_modes,

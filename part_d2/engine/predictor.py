@@ -1,6 +1,5 @@
 """Inference on image files with any part_d2 model, and the demo loop behind tools/demo.py."""
 import glob
-import json
 import logging
 import os
 
@@ -13,6 +12,7 @@ from part_d2.data.dataset_mapper import PartDatasetMapper
 from part_d2.data.image_io import ImageReadError, read_image_checked
 from part_d2.engine.trainer import build_part_model
 from part_d2.structures.masks import masks_to_rles
+from part_d2.utils.io import atomic_write_json
 from part_d2.utils.visualization import draw_parts, write_png
 
 logger = logging.getLogger(__name__)
@@ -103,10 +103,7 @@ def run_demo(cfg, files, output_dir: str, thresh: float):
         name = os.path.splitext(os.path.basename(path))[0]
         write_png(os.path.join(output_dir, f"{name}_parts.png"), overlay)
 
-    tmp = os.path.join(output_dir, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f)
-    os.replace(tmp, os.path.join(output_dir, "results.json"))
+    atomic_write_json(os.path.join(output_dir, "results.json"), results)
     logger.info(f"{len(files) - failed} images, {len(results)} parts -> {output_dir}"
                 + (f"; {failed} unreadable images skipped" if failed else ""))
     return results

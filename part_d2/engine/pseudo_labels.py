@@ -8,10 +8,8 @@ work). Pseudo-labeled data joins training through config alone
 ``DATASETS.PART_JSONS ("pseudo:out/pseudo_labels.json",) DATASETS.TRAIN ("labeled_agnostic", "pseudo_agnostic")``.
 """
 import itertools
-import json
 import logging
 import os
-import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -21,6 +19,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from part_d2.data.part_json import AGNOSTIC_CLASS
+from part_d2.utils.io import atomic_write_json
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, masks_to_rles, rle_area, segmentation_to_mask
 
 logger = logging.getLogger(__name__)
@@ -110,21 +109,6 @@ def pseudo_label_json(
     }
 
 
-def write_json_atomic(path: str, data: Dict) -> None:
-    """Write json to a temporary file next to ``path``, then rename it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def encode_parts(masks: np.ndarray, scores: np.ndarray) -> List[Dict]:
     """Compact part annotations of one image's predictions; empty masks are dropped.
 
@@ -191,7 +175,7 @@ def generate_pseudo_labels(
         records, merged, thresh, image_root=meta.get("image_root", ""),
         object_classes=meta.get("object_classes", []), source=dataset_name,
     )
-    write_json_atomic(output_file, data)
+    atomic_write_json(output_file, data)
     logger.info(
         f"Wrote {len(data['annotations'])} pseudo-labeled parts (score > {thresh}) of "
         f"{len(data['images'])} images of {dataset_name} to {output_file}"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from part_d2.clustering.kmeans import batched_kmeans
-from part_d2.data.shards import atomic_write_json, atomic_write_npy
+from part_d2.utils.io import atomic_write_json, atomic_write_npy
 
 CENTROIDS_JSON = "part_centroids.json"
 CENTROIDS_NPY = "part_centroids.npy"

@@ -4,6 +4,8 @@ from typing import List, Optional, Sequence
 import cv2
 import numpy as np
 
+from part_d2.utils.io import atomic_write_bytes
+
 
 def part_colors(n: int, seed: int = 0) -> np.ndarray:
     """(n, 3) uint8 distinct-looking RGB colours (golden-ratio hues, fixed order)."""
@@ -65,10 +67,8 @@ def collage(images: List[np.ndarray], cols: int, cell: int = 160, pad: int = 2) 
 
 
 def write_png(path: str, image_rgb: np.ndarray) -> None:
-    """Write an RGB image as PNG (atomically: a temp file renamed into place)."""
-    import os
-
-    tmp = f"{path}.tmp.png"
-    if not cv2.imwrite(tmp, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write PNG")
-    os.replace(tmp, path)
+    """Write an RGB image as PNG, atomically."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{path}: could not encode PNG")
+    atomic_write_bytes(path, buf.tobytes())

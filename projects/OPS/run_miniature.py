@@ -29,7 +29,8 @@ from detectron2.utils.logger import setup_logger
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.checkpoint import PartCheckpointer
-from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels, write_json_atomic
+from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels
+from part_d2.utils.io import atomic_write_json
 from part_d2.engine.setup import load_config
 from part_d2.engine.trainer import PartTrainer
 
@@ -104,7 +105,7 @@ class Miniature:
         trainer.resume_or_load(resume=False)
         trainer.train()
         seconds = time.perf_counter() - start
-        write_json_atomic(os.path.join(out, "train_time.json"), {"seconds": seconds, "iters": iters})
+        atomic_write_json(os.path.join(out, "train_time.json"), {"seconds": seconds, "iters": iters})
         logger.info(f"{name}: {iters} iterations in {seconds:.0f} s")
         return final
 
@@ -120,7 +121,7 @@ class Miniature:
         PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(weights)
         results = PartTrainer.test(cfg, model)
         results = {k: dict(v) for k, v in results.items()}
-        write_json_atomic(path, results)
+        atomic_write_json(path, results)
         return results
 
     def pseudo_labels(self, weights: str, opts: List[str]) -> str:
@@ -208,7 +209,7 @@ def main(argv: Optional[List[str]] = None):
     table = markdown_table(rows)
     with open(os.path.join(mini.output, "table.md"), "w") as f:
         f.write(table + "\n")
-    write_json_atomic(os.path.join(mini.output, "results.json"), {"settings": mini.settings, "rows": rows})
+    atomic_write_json(os.path.join(mini.output, "results.json"), {"settings": mini.settings, "rows": rows})
     print(table)
     print(f"\n({time.perf_counter() - start:.0f} s; settings {mini.settings})")
     return rows

@@ -23,7 +23,9 @@ from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, register_part_json
 
-from .utils import RepairLog, atomic_write_json, dataset_root, instance_from_mask, load_metadata, random_subset
+from part_d2.utils.io import atomic_write_json
+
+from .utils import RepairLog, dataset_root, instance_from_mask, load_metadata, random_subset
 
 logger = logging.getLogger(__name__)
 

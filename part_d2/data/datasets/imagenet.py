@@ -20,7 +20,9 @@ from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, read_json
 
-from .utils import RepairLog, atomic_write_json, dataset_root, read_lines, register_single_view
+from part_d2.utils.io import atomic_write_json
+
+from .utils import RepairLog, dataset_root, read_lines, register_single_view
 
 logger = logging.getLogger(__name__)
 

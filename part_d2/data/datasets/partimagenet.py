@@ -25,7 +25,9 @@ from tqdm import tqdm
 from part_d2.data.part_json import PartDatasetError, read_json, register_part_json
 from part_d2.structures.masks import mask_to_bbox, segmentation_to_mask, segmentation_to_rle
 
-from .utils import RepairLog, atomic_write_json, dataset_root, load_metadata
+from part_d2.utils.io import atomic_write_json
+
+from .utils import RepairLog, dataset_root, load_metadata
 
 logger = logging.getLogger(__name__)
 

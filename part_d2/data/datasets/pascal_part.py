@@ -25,7 +25,9 @@ from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, register_part_json
 
-from .utils import RepairLog, atomic_save_image, atomic_write_json, dataset_root, instance_from_mask, load_metadata, read_lines
+from part_d2.utils.io import atomic_write_json
+
+from .utils import RepairLog, atomic_save_image, dataset_root, instance_from_mask, load_metadata, read_lines
 
 logger = logging.getLogger(__name__)
 

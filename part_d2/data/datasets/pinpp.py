@@ -27,7 +27,9 @@ from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, read_json, register_part_json
 
-from .utils import RepairLog, atomic_write_json, dataset_root, reset_metadata
+from part_d2.utils.io import atomic_write_json
+
+from .utils import RepairLog, dataset_root, reset_metadata
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,4 @@
 """Helpers shared by the preparation scripts and registrations of the real part datasets."""
-import json
 import logging
 import os
 import tempfile
@@ -25,21 +24,6 @@ def dataset_root(root: Optional[str] = None) -> str:
 def load_metadata(name: str) -> Dict:
     """Read ``part_d2/data/metadata/{name}.json``."""
     return read_json(os.path.join(_METADATA_DIR, f"{name}.json"))
-
-
-def atomic_write_json(path: str, data) -> None:
-    """Write json to a temporary file in the target folder, then rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def atomic_save_image(path: str, image) -> None:
