@@ -18,7 +18,7 @@ import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
-from part_d2.data.part_json import AGNOSTIC_CLASS
+from part_d2.data.part_json import AGNOSTIC_CLASS, read_json
 from part_d2.utils.io import atomic_write_json
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, masks_to_rles, rle_area, segmentation_to_mask
 
@@ -62,6 +62,7 @@ def pseudo_label_json(
     image_root: str = "",
     object_classes: Sequence[str] = (),
     source: str = "",
+    weights: str = "",
 ) -> Dict:
     """A part_d2 part json of thresholded predictions.
 
@@ -100,7 +101,7 @@ def pseudo_label_json(
                 )
     return {
         "info": {"description": f"pseudo part labels of {source}", "image_root": image_root,
-                 "score_thresh": score_thresh},
+                 "score_thresh": score_thresh, "source": source, "weights": weights},
         "images": images,
         "categories": [{"id": PART_CATEGORY_ID, "name": AGNOSTIC_CLASS, "supercategory": AGNOSTIC_CLASS}],
         "annotations": annotations,
@@ -149,6 +150,14 @@ def predict_dataset(model, data_loader, score_thresh: float) -> Dict:
     return predictions
 
 
+def pseudo_labels_done(output_file: str, dataset_name: str, weights: str, score_thresh: float) -> bool:
+    """Whether ``output_file`` already holds the pseudo labels of this model, dataset and threshold."""
+    if not os.path.isfile(output_file):
+        return False
+    info = read_json(output_file).get("info", {})
+    return (info.get("source"), info.get("weights"), info.get("score_thresh")) == (dataset_name, weights, score_thresh)
+
+
 def generate_pseudo_labels(
     cfg, model, dataset_name: str, output_file: str, score_thresh: Optional[float] = None, data_loader=None
 ) -> Optional[Dict]:
@@ -173,7 +182,7 @@ def generate_pseudo_labels(
     records = DatasetCatalog.get(dataset_name)
     data = pseudo_label_json(
         records, merged, thresh, image_root=meta.get("image_root", ""),
-        object_classes=meta.get("object_classes", []), source=dataset_name,
+        object_classes=meta.get("object_classes", []), source=dataset_name, weights=cfg.MODEL.WEIGHTS,
     )
     atomic_write_json(output_file, data)
     logger.info(
