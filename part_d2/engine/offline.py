@@ -272,7 +272,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                      object_classes: Sequence[str], num_modes: int = 8, min_area_ratio: float = 0.05,
                      min_score: float = 0.3, normalize: bool = True, faithful: bool = False, n_init: int = 10,
                      max_iter: int = 300, seed: int = 0, num_jobs: int = 1, job_id: int = 0,
-                     source: str = "") -> bool:
+                     source: str = "", device: str = "cpu") -> bool:
     """Rank part proposals into (object class, mode) classes; see :mod:`part_d2.modeling.part_ranking`.
 
     Pass 1 writes ``proposals/shard-*.json`` (every object's disjoint, filtered proposals as RLEs
@@ -324,7 +324,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                 classes += rows
         x = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
         cluster_part_modes(x, np.asarray(classes, np.int64), object_classes, num_modes, n_init, max_iter, seed,
-                           normalize).save(output)
+                           normalize, device=device).save(output)
     comm.synchronize()
     centroids = PartCentroids.load(output)
     store = ShardStore(output, len(records), shard_size)
@@ -399,4 +399,5 @@ def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, jo
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     return run_part_ranking(build_proposal_predictor(cfg, model), records, output, pd.SHARD_SIZE, classes,
                             rk.NUM_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES, rk.FAITHFUL_METRIC,
-                            rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id, dataset)
+                            rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id, dataset,
+                            device=cfg.MODEL.DEVICE)
