@@ -18,6 +18,7 @@ def add_part_d2_config(cfg):
     _add_mask2former_config(cfg)
     _add_ops_config(cfg)
     _add_part_distillation_config(cfg)
+    _add_federated_loss_config(cfg)
     return cfg
 
 
@@ -216,3 +217,12 @@ def _add_part_distillation_config(cfg):
     rk.MIN_SCORE = 0.3  # keep proposals scoring above this (all if none)
     rk.NORMALIZE_FEATURES = True  # L2-normalise the decoder query features
     rk.FAITHFUL_METRIC = False  # rank by the reference's x.c - |x|^2 - |c|^2 instead of -|x - c|^2
+
+
+def _add_federated_loss_config(cfg):
+    """Federated loss of the Fast R-CNN box predictors (keys of detectron2 main, defined only if absent)."""
+    if "USE_FED_LOSS" not in cfg.MODEL.ROI_BOX_HEAD:
+        cfg.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False  # sigmoid CE restricted to GT + sampled classes per batch
+        cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = False  # per-class sigmoid CE instead of softmax CE
+        cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER = 0.5  # negatives sampled with prob ~ image_count ** this
+        cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES = 50  # classes per batch in the federated loss

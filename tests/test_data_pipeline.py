@@ -213,3 +213,31 @@ def test_mapper_size_mismatch_names_file(tiny_part_dataset):
 def test_lsj_augmentations_compose():
     augs = build_lsj_augmentations(64, 0.1, 2.0, "horizontal")
     assert [type(a).__name__ for a in augs] == ["RandomFlip", "ResizeScale", "FixedSizeCrop"]
+
+
+def test_train_sampler_from_config(tiny_part_dataset):
+    from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
+
+    from part_d2.data.build import build_train_sampler
+
+    json_file, root, _ = tiny_part_dataset
+    records = load_part_json(json_file, root, "parts")
+    assert isinstance(build_train_sampler(_cfg(), records), TrainingSampler)
+    cfg = _cfg(**{"DATALOADER.SAMPLER_TRAIN": "RepeatFactorTrainingSampler", "DATALOADER.REPEAT_THRESHOLD": 1.0})
+    sampler = build_train_sampler(cfg, records)
+    assert isinstance(sampler, RepeatFactorTrainingSampler)
+    # both part classes are in every image: frequency 1 >= threshold, so no image is repeated
+    assert sampler._int_part.tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="SAMPLER_TRAIN"):
+        build_train_sampler(_cfg(**{"DATALOADER.SAMPLER_TRAIN": "Nope"}), records)
+
+
+def test_retrying_map_dataset_skips_bad_records():
+    from part_d2.data.build import RetryingMapDataset
+
+    ds = RetryingMapDataset(list(range(10)), lambda x: None if x % 3 == 0 else x)
+    out = [ds[i] for i in range(10)]
+    assert all(v % 3 != 0 for v in out)
+    assert {0, 3} <= ds._bad and ds[1] == 1
+    with pytest.raises(RuntimeError, match="every training image failed"):
+        RetryingMapDataset([0, 3], lambda x: None)[0]

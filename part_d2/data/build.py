@@ -4,7 +4,7 @@ from typing import Dict, List, Optional
 
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.data.common import DatasetFromList, MapDataset
-from detectron2.data.samplers import TrainingSampler
+from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 
 from part_d2.data.few_shot import select_training_records
 
@@ -40,6 +40,20 @@ class RetryingMapDataset(MapDataset):
         raise RuntimeError("every training image failed to load (see the warnings above)")
 
 
+def build_train_sampler(cfg, dataset: List[Dict]):
+    """``DATALOADER.SAMPLER_TRAIN``: "TrainingSampler" or "RepeatFactorTrainingSampler" (LVIS-style
+    repeat factors from category frequencies, ``DATALOADER.REPEAT_THRESHOLD``)."""
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name == "TrainingSampler":
+        return TrainingSampler(len(dataset))
+    if name == "RepeatFactorTrainingSampler":
+        factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            dataset, cfg.DATALOADER.REPEAT_THRESHOLD
+        )
+        return RepeatFactorTrainingSampler(factors)
+    raise ValueError(f"DATALOADER.SAMPLER_TRAIN={name!r}: expected TrainingSampler or RepeatFactorTrainingSampler")
+
+
 def build_part_train_loader(cfg, mapper, dataset: Optional[List[Dict]] = None, total_batch_size: Optional[int] = None):
     """detectron2's training loader over ``dataset`` (default: ``DATASETS.TRAIN`` after
     :func:`select_training_records`), mapped with :class:`RetryingMapDataset`."""
@@ -55,7 +69,7 @@ def build_part_train_loader(cfg, mapper, dataset: Optional[List[Dict]] = None, t
     return build_detection_train_loader(
         mapped,
         mapper=None,
-        sampler=TrainingSampler(len(mapped)),
+        sampler=build_train_sampler(cfg, dataset),
         total_batch_size=total_batch_size or cfg.SOLVER.IMS_PER_BATCH,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
