@@ -31,7 +31,8 @@ def train_and_evaluate(cfg):
     trainer = PartTrainer(cfg)
     trainer.resume_or_load(resume=True)
     if trainer.start_iter < trainer.max_iter:
-        trainer.train()
+        trainer.train()  # evaluates DATASETS.TEST when training ends
+        return trainer._last_eval_results
     return PartTrainer.test(cfg, trainer.model)
 
 

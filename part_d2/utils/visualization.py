@@ -9,6 +9,8 @@ from part_d2.utils.io import atomic_write_bytes
 
 def part_colors(n: int, seed: int = 0) -> np.ndarray:
     """(n, 3) uint8 distinct-looking RGB colours (golden-ratio hues, fixed order)."""
+    if n == 0:
+        return np.zeros((0, 3), np.uint8)
     hues = (np.arange(n) * 0.618033988749895 + 0.1 * seed) % 1.0
     hsv = np.stack([hues * 179, np.full(n, 200), np.full(n, 255)], axis=1).astype(np.uint8)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
