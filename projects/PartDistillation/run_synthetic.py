@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The whole PartDistillation pipeline on the embedded synthetic dataset, on CPU.
 
-    python projects/PartDistillation/run_synthetic.py [--scale cpu|smoke] [--output DIR]
+    python projects/PartDistillation/run_synthetic.py [--scale cpu|smoke] [--output DIR] [--iters-scale 1.0]
 
 Protocol: part labels of the seen classes are never used by PartDistillation; it learns from an
 unlabeled pool of images of the held-out test classes (a second synthetic draw, seed 1, so no
@@ -109,9 +109,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--output", default="output/pd_synthetic")
+    parser.add_argument("--iters-scale", type=float, default=1.0,
+                        help="multiply every training run's iterations (the pool size is kept)")
     args = parser.parse_args(argv)
     setup_logger()
-    scale, out = SCALES[args.scale], args.output
+    out = args.output
+    scale = {k: (v if k == "pool" else max(1, round(v * args.iters_scale))) for k, v in SCALES[args.scale].items()}
     start = time.time()
     register_synthetic_parts(prefix=POOL, seed=1, num_images={"train": 0, "val": 0, "test": scale["pool"]})
     pool = f"{POOL}_test_objects"
@@ -150,7 +153,8 @@ def main(argv=None):
         f"{name:28s}" + "".join(f"{r[m]:18.2f}" if m in r else f"{'-':>18s}" for m in METRICS)
         for name, r in rows.items()
     ]
-    print(f"\nPartDistillation on synthetic unseen test classes ({args.scale}, {time.time() - start:.0f} s)")
+    print(f"\nPartDistillation on synthetic unseen test classes ({args.scale}, iterations x{args.iters_scale}, "
+          f"{time.time() - start:.0f} s)")
     print("\n".join(lines))
     with open(os.path.join(out, "results.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
