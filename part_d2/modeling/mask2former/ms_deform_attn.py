@@ -30,14 +30,17 @@ def ms_deform_attn_sample(
     _, num_queries, _, levels, points, _ = sampling_locations.shape
     values = value.split([h * w for h, w in spatial_shapes], dim=1)
     grids = sampling_locations * 2 - 1
-    sampled = []
+    # (N*M, 1, Lq, L, P): weights of each level's samples, applied level by level so that the
+    # (N*M, D, Lq, L*P) stack of all samples is never materialised
+    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels, points)
+    out = None
     for level, (h, w) in enumerate(spatial_shapes):
         value_l = values[level].permute(0, 2, 3, 1).reshape(n * heads, dim, h, w)
         grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
-    sampled = torch.stack(sampled, dim=-2).flatten(-2)
-    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels * points)
-    out = (sampled * weights).sum(-1).view(n, heads * dim, num_queries)
+        sampled = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
+        term = (sampled * weights[:, :, :, level]).sum(-1)
+        out = term if out is None else out + term
+    out = out.view(n, heads * dim, num_queries)
     return out.transpose(1, 2)
 
 
