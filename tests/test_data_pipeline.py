@@ -241,3 +241,25 @@ def test_retrying_map_dataset_skips_bad_records():
     assert {0, 3} <= ds._bad and ds[1] == 1
     with pytest.raises(RuntimeError, match="every training image failed"):
         RetryingMapDataset([0, 3], lambda x: None)[0]
+
+
+def test_model_object_mask_source_with_a_stand_in_predictor(tiny_part_dataset):
+    from detectron2.structures import Instances
+
+    from part_d2.data.object_masks import ModelObjectMasks
+
+    json_file, root, _ = tiny_part_dataset
+    rec = load_part_json(json_file, root, "parts")[0]
+    img = read_image_checked(rec["file_name"])
+
+    def predictor(image):
+        inst = Instances(image.shape[:2])
+        masks = torch.zeros(2, *image.shape[:2], dtype=torch.bool)
+        masks[0, :10, :10] = True
+        masks[1, 20:, 20:] = True
+        inst.pred_masks, inst.scores = masks, torch.tensor([0.9, 0.2])
+        return {"instances": inst}
+
+    mask = ModelObjectMasks("unused.yaml", "unused.pth", score_thresh=0.5, predictor=predictor)(rec, img)
+    assert mask.sum() == 100 and mask[:10, :10].all()  # the low-scoring detection is dropped
+    assert not ModelObjectMasks("", "", 0.95, predictor=predictor)(rec, img).any()
