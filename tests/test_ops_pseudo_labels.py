@@ -125,3 +125,28 @@ def test_tool_on_tiny_model(tiny_part_dataset, tmp_path):
     records = DatasetCatalog.get("toolpl_agnostic")
     assert sum(len(r["annotations"]) for r in records) == len(data["annotations"])
     assert all(os.path.isfile(r["file_name"]) for r in records)
+
+
+def test_tool_with_two_processes_writes_the_same_bytes(tiny_part_dataset, tmp_path):
+    """OPS pseudo labels are deterministic and independent of the number of processes."""
+    import subprocess
+    import sys
+
+    json_file, root, _ = tiny_part_dataset
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.MASK_FORMER.DEC_LAYERS", "2", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
+            "DATALOADER.NUM_WORKERS", "0", "DATASETS.PART_JSONS", f"('twoproc:{json_file}:{root}',)"]
+    torch.manual_seed(0)
+    weights = str(tmp_path / "tiny.pth")
+    torch.save({"model": build_model(load_config(TINY, opts)).state_dict()}, weights)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outputs = []
+    for procs in ("1", "2"):
+        out = tmp_path / f"pl{procs}"
+        proc = subprocess.run(
+            [sys.executable, "tools/generate_pseudo_labels.py", "--num-gpus", procs, "--config-file", TINY,
+             "--dataset", "twoproc_agnostic", "--output", str(out), "--score-thresh", "0.02", *opts,
+             "OUTPUT_DIR", str(tmp_path / f"log{procs}"), "MODEL.WEIGHTS", weights],
+            cwd=repo, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append((out / "pseudo_labels.json").read_bytes())
+    assert outputs[0] == outputs[1] and json.loads(outputs[0])["annotations"]
