@@ -167,6 +167,7 @@ def _add_part_distillation_config(cfg):
     pd.CLASSIFIER = "agnostic"  # "agnostic" (stage 1b proposals) or "per_object" (stage 3: N_obj x parts)
     pd.NUM_OBJECT_CLASSES = 0  # "per_object": object classes (0: the training dataset's object_classes)
     pd.NUM_PART_CLASSES = 8  # "per_object": part classes (modes) per object class
+    pd.SPARSE_CLASSIFIER_GRAD = False  # "per_object": row-sparse classifier gradients + lazy AdamW (not with NCCL)
     pd.TEST_OBJECT_CLASS = "record"  # inference object class: "record" (input's object_category_id) or "stored"
     pd.OBJECT_CLASS_JSON = ""  # "stored": json {file_name | basename | str(image_id): contiguous object class}
     pd.OBJECT_CONDITIONING = "none"  # "none" (reference) or "feature" (learned in/out-of-object feature offsets)

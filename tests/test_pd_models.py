@@ -13,7 +13,7 @@ from part_d2.config import add_part_d2_config
 from part_d2.data.few_shot import few_shot_subset, filter_by_area_ratios, select_training_records
 from part_d2.modeling.mask2former.object_conditioning import FeatureObjectConditioning
 from part_d2.modeling.mask2former.part_classifier import PerObjectPartClassifier, split_part_labels
-from part_d2.solver.build import param_groups
+from part_d2.solver.build import build_optimizer, param_groups
 from part_d2.structures.masks import mask_to_rle
 
 TINY = "configs/synthetic/mask2former_R_tiny_agnostic.yaml"
@@ -83,15 +83,19 @@ def dense_reference(clf, embeddings, object_classes):
     return torch.cat([rows, clf.no_object(embeddings)], dim=-1)
 
 
-def test_gathered_classifier_equals_dense_rows_in_values_and_gradients():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_gathered_classifier_equals_dense_rows_in_values_and_gradients(sparse):
     torch.manual_seed(0)
-    clf = PerObjectPartClassifier(num_object_classes=6, num_part_classes=3, embed_dim=5)
+    clf = PerObjectPartClassifier(num_object_classes=6, num_part_classes=3, embed_dim=5, sparse_grad=sparse)
     emb = torch.randn(2, 4, 5, requires_grad=True)
     obj = torch.tensor([4, 1])
     upstream = torch.randn(2, 4, 4)
     out = clf(emb, obj)
     (out * upstream).sum().backward()
-    grads = {n: p.grad.clone() for n, p in clf.named_parameters()}
+    assert clf.weight.grad.is_sparse == sparse and clf.bias.grad.is_sparse == sparse
+    if sparse:
+        assert sorted(clf.weight.grad.coalesce().indices()[0].tolist()) == [3, 4, 5, 12, 13, 14]
+    grads = {n: p.grad.to_dense().clone() for n, p in clf.named_parameters()}
     grad_emb = emb.grad.clone()
     clf.zero_grad()
     emb.grad = None
@@ -170,6 +174,29 @@ def test_per_object_model_trains_on_its_rows_and_predicts_object_classes():
         out = model(batch((2,)))[0]["instances"]
     assert out.pred_object_classes.tolist() == [2] * len(out)
     assert out.pred_classes.max() < 3
+
+
+def test_sparse_classifier_gradients_train_only_the_gathered_rows():
+    cfg = tiny_cfg("per_object", SPARSE_CLASSIFIER_GRAD=True)
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    optimizer = build_optimizer(cfg, model)
+    before = model.part_classifier.weight.detach().clone()
+    for _ in range(2):
+        optimizer.zero_grad()
+        sum(model(batch((1, 3))).values()).backward()
+        assert model.part_classifier.weight.grad.is_sparse
+        optimizer.step()
+    moved = (model.part_classifier.weight.detach() != before).any(1).nonzero().flatten().tolist()
+    assert moved == [3, 4, 5, 9, 10, 11]
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    with pytest.raises(ValueError, match="per-parameter clipping"):
+        build_optimizer(cfg, model)
 
 
 def test_per_object_model_rejects_parts_of_another_object():

@@ -19,8 +19,11 @@ Stages (each skipped when its output exists, so an interrupted run resumes):
 - 3: self-training with per-object-class classifiers (``configs/synthetic/pd_distill_R_tiny.yaml``);
 - baseline: supervised class-agnostic Mask2Former on the seen classes' parts.
 
-Printed: AR@{1,10,50} (plain and per-object merged GT), mIoU-clustered (proposal and baseline
-query embeddings) and mIoU-mapped (stage 3), all on the unseen test classes.
+Printed: AR@{1,10,50,100,200} (plain and per-object merged GT), mIoU-clustered (proposal and
+baseline query embeddings) and mIoU-mapped (stage 3), all on the unseen test classes. A model
+returns at most (queries x classes) detections: 20 for the baseline, 50 for the proposals and 200
+of 50 x 8 for stage 3, so AR@k stops growing beyond that. 3x3 collages of the stage-2 parts of each
+object class are written to ``OUTPUT/collages``.
 """
 import argparse
 import importlib.util
@@ -48,8 +51,9 @@ SCALES = {
     "cpu": {"objects": 1200, "baseline": 1200, "proposals": 600, "distill": 600, "pool": 300},
     "smoke": {"objects": 4, "baseline": 4, "proposals": 4, "distill": 4, "pool": 6},
 }
-METRICS = ("AR@1", "AR@10", "AR@50", "merged_AR@10", "merged_AR@50",
+METRICS = ("AR@1", "AR@10", "AR@50", "AR@100", "AR@200", "merged_AR@10", "merged_AR@200",
            "clustered_C-mIoU", "clustered_A-mIoU", "mapped_C-mIoU", "mapped_A-mIoU")
+MAX_DETS = (1, 10, 50, 100, 200)
 
 
 def iteration_opts(iters: int, output: str):
@@ -80,7 +84,7 @@ def evaluate(name: str, config: str, weights: str, output: str, opts=()) -> dict
     cfg = load_config(os.path.join(CONFIGS, config), list(opts) + [
         "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{TEST}',)",
         "TEST.PART_DISCOVERY.ENABLED", "True", "MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS", "True",
-        "TEST.DETECTIONS_PER_IMAGE", "50", "TEST.PART_DISCOVERY.MAX_DETS", "[1, 10, 50]",
+        "TEST.DETECTIONS_PER_IMAGE", str(max(MAX_DETS)), "TEST.PART_DISCOVERY.MAX_DETS", str(list(MAX_DETS)),
     ])
     cfg.freeze()
     model = PartTrainer.build_model(cfg)
@@ -138,6 +142,7 @@ def main(argv=None):
             "OUTPUT_DIR", os.path.join(out, "logs", "ranking"),
         ])
     register_stage_output("pd_ranked", ranked_dir)
+    run_stage_tool("pd_collages", ["--input", ranked_dir, "--output", os.path.join(out, "collages")])  # cheap: redone
     distill = train("pd_distill_R_tiny.yaml", scale["distill"], os.path.join(out, "distill"),
                     ["MODEL.WEIGHTS", proposals])
     baseline = train("mask2former_R_tiny_agnostic.yaml", scale["baseline"], os.path.join(out, "baseline"),

@@ -11,7 +11,12 @@ object class* (plus "no object"). The classifier holds ``N_obj x P`` rows; for a
 class ``o`` only rows ``o * P .. o * P + P - 1`` are gathered **before** the product with the query
 embeddings, so a batch materialises ``B x Q x (P + 1)`` logits instead of ``B x Q x (N_obj P + 1)``
 and only the gathered rows receive gradient. The rows are excluded from weight decay (they would
-otherwise decay on every step in which their object class is absent).
+otherwise decay on every step in which their object class is absent). With
+``MODEL.PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD`` that gradient is row-sparse (COO: only the
+gathered rows exist, so no ``N_obj x P x C`` gradient is allocated) and AdamW updates the rows
+lazily (see :mod:`part_d2.solver.build`); it is off by default because NCCL cannot all-reduce
+sparse gradients and because lazy updates differ from the dense AdamW of the reference, whose
+absent rows keep moving with their momentum.
 
 Pseudo-label convention (stage 2 output): contiguous part category ``c = o * P + m`` for object
 class ``o`` and part mode ``m``; the image's ``object_category_id`` must equal ``o`` for all its
@@ -20,21 +25,24 @@ ground truth on an annotated set, or a stage-0 prediction stored in the record) 
 predicted classes (``"stored"``). Predictions get ``pred_classes`` = the part mode ``m`` and
 ``pred_object_classes`` = ``o``.
 """
+import functools
 import logging
 import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
+from detectron2.utils import comm
 from torch import nn
 
 from part_d2.data.part_json import PartDatasetError, read_json
-from part_d2.solver.build import NO_DECAY_ATTR
+from part_d2.solver.build import NO_DECAY_ATTR, SPARSE_GRAD_ATTR
 
 from .meta_arch import PartMask2Former, gt_mask_tensor
 from .object_conditioning import FeatureObjectConditioning
@@ -79,7 +87,13 @@ class PerObjectPartClassifier(nn.Module):
     """``N_obj x P`` part classifiers plus one shared "no object" logit, evaluated only on the rows
     of each image's object class."""
 
-    def __init__(self, num_object_classes: int, num_part_classes: int, embed_dim: int):
+    def __init__(self, num_object_classes: int, num_part_classes: int, embed_dim: int, sparse_grad: bool = False):
+        """
+        Args:
+            num_object_classes, num_part_classes: N_obj and P.
+            embed_dim: C, the query embedding size.
+            sparse_grad: give ``weight`` and ``bias`` row-sparse COO gradients.
+        """
         super().__init__()
         if num_object_classes < 1 or num_part_classes < 1:
             raise ValueError(
@@ -91,8 +105,10 @@ class PerObjectPartClassifier(nn.Module):
         bound = 1.0 / math.sqrt(embed_dim)  # nn.Linear's default initialisation range
         self.weight = nn.Parameter(torch.empty(num_object_classes * num_part_classes, embed_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_object_classes * num_part_classes).uniform_(-bound, bound))
+        self.sparse_grad = sparse_grad
         for p in (self.weight, self.bias):
             setattr(p, NO_DECAY_ATTR, True)
+            setattr(p, SPARSE_GRAD_ATTR, sparse_grad)
         self.no_object = nn.Linear(embed_dim, 1)
 
     def rows(self, object_classes: torch.Tensor) -> torch.Tensor:
@@ -120,8 +136,9 @@ class PerObjectPartClassifier(nn.Module):
             (B, Q, P + 1) logits: the P parts of each image's object class, then "no object".
         """
         rows = self.rows(object_classes.to(embeddings.device))
-        weight = F.embedding(rows, self.weight).to(embeddings.dtype)  # (B, P, C)
-        bias = F.embedding(rows, self.bias[:, None])[..., 0].to(embeddings.dtype)  # (B, P)
+        weight = F.embedding(rows, self.weight, sparse=self.sparse_grad).to(embeddings.dtype)  # (B, P, C)
+        bias = torch.gather(self.bias, 0, rows.flatten(), sparse_grad=self.sparse_grad)  # (B * P,)
+        bias = bias.view(rows.shape).to(embeddings.dtype)  # (B, P)
         part_logits = torch.baddbmm(bias[:, None, :], embeddings, weight.transpose(1, 2))
         return torch.cat([part_logits, self.no_object(embeddings)], dim=-1)
 
@@ -207,8 +224,14 @@ class PartDistillationMask2Former(PartMask2Former):
                     f"CLASSIFIER 'per_object' needs MODEL.SEM_SEG_HEAD.NUM_CLASSES == NUM_PART_CLASSES "
                     f"({cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} != {pd.NUM_PART_CLASSES})"
                 )
+            if pd.SPARSE_CLASSIFIER_GRAD and comm.get_world_size() > 1 and dist.get_backend() == "nccl":
+                raise ValueError(
+                    "MODEL.PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD True: NCCL cannot all-reduce sparse "
+                    "gradients; set it False for multi-GPU training"
+                )
             ret["part_classifier"] = PerObjectPartClassifier(
-                num_object_classes(cfg), pd.NUM_PART_CLASSES, cfg.MODEL.MASK_FORMER.HIDDEN_DIM
+                num_object_classes(cfg), pd.NUM_PART_CLASSES, cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
+                sparse_grad=pd.SPARSE_CLASSIFIER_GRAD,
             )
         if pd.OBJECT_CONDITIONING == "feature":
             ret["object_conditioning"] = FeatureObjectConditioning(
@@ -261,11 +284,7 @@ class PartDistillationMask2Former(PartMask2Former):
         images = self.preprocess_image(batched_inputs)
         condition = None
         if self.object_conditioning is not None:
-            masks = self.object_masks(batched_inputs, images)
-
-            def condition(levels, mask_features):
-                return self.object_conditioning(levels, mask_features, masks)
-
+            condition = functools.partial(self.object_conditioning, object_masks=self.object_masks(batched_inputs, images))
         outputs = self.sem_seg_head(self.backbone(images.tensor), condition=condition)
         if self.part_classifier is not None:
             object_classes = self.object_classes(batched_inputs)
