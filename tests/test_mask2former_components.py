@@ -14,7 +14,12 @@ from part_d2.modeling.mask2former.losses import (
     sigmoid_ce_loss,
 )
 from part_d2.modeling.mask2former.matcher import HungarianMatcher
-from part_d2.modeling.mask2former.ms_deform_attn import MSDeformAttn, ms_deform_attn_sample
+from part_d2.modeling.mask2former.ms_deform_attn import (
+    MSDeformAttn,
+    ms_deform_attn_sample,
+    sample_by_gather,
+    sample_by_grid,
+)
 from part_d2.modeling.mask2former.pixel_decoder import reference_points
 from part_d2.modeling.mask2former.point_sampling import importance_points, point_sample
 from part_d2.modeling.mask2former.position_encoding import PositionEmbeddingSine
@@ -79,14 +84,20 @@ def _naive_bilinear(value_hw_d, x, y):
     return out
 
 
-def test_deformable_sampling_equals_naive_loop():
+@pytest.mark.parametrize("sampler", [sample_by_grid, sample_by_gather])
+def test_deformable_sampling_equals_naive_loop(sampler):
     torch.manual_seed(0)
     shapes = [(3, 4), (2, 2)]
     n, heads, dim, queries, points = 2, 2, 3, 5, 3
     value = torch.randn(n, sum(h * w for h, w in shapes), heads, dim)
     locations = torch.rand(n, queries, heads, len(shapes), points, 2) * 1.4 - 0.2
+    # exact edges and corners of the maps, and samples far outside
+    locations[0, 0, 0, :, 0] = torch.tensor([1.0, 1.0])
+    locations[0, 0, 0, :, 1] = torch.tensor([0.0, 0.0])
+    locations[1, 1, 1, :, 0] = torch.tensor([1.125, 1.25])
+    locations[1, 2, 0, :, 2] = torch.tensor([-3.0, 7.0])
     weights = torch.rand(n, queries, heads, len(shapes), points)
-    out = ms_deform_attn_sample(value, shapes, locations, weights)
+    out = sampler(value, shapes, locations, weights)
     starts = [0, 12]
     expected = torch.zeros(n, queries, heads * dim)
     for b in range(n):
@@ -100,6 +111,33 @@ def test_deformable_sampling_equals_naive_loop():
                         acc += weights[b, q, m, lvl, p] * _naive_bilinear(v, x, y)
                 expected[b, q, m * dim:(m + 1) * dim] = acc
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def _graph_nodes(fn):
+    """Names of the autograd nodes reachable from ``fn``."""
+    seen, stack = set(), [fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}
+
+
+def test_deformable_sampling_picks_gather_without_gradient_and_both_agree():
+    torch.manual_seed(0)
+    shapes = [(13, 19), (7, 10), (4, 5)]
+    value = torch.randn(2, sum(h * w for h, w in shapes), 4, 8, requires_grad=True)
+    locations = torch.rand(2, 30, 4, 3, 4, 2) * 1.2 - 0.1
+    weights = torch.rand(2, 30, 4, 3, 4)
+    with torch.no_grad():
+        fast = ms_deform_attn_sample(value, shapes, locations, weights)
+    trained = ms_deform_attn_sample(value, shapes, locations, weights)
+    assert any("GridSampler" in name for name in _graph_nodes(trained.grad_fn))
+    assert not any("EmbeddingBag" in name for name in _graph_nodes(trained.grad_fn))
+    torch.testing.assert_close(fast, sample_by_gather(value.detach(), shapes, locations, weights))
+    torch.testing.assert_close(fast, trained.detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_ms_deform_attn_initial_offsets_ring_around_reference():

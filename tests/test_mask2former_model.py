@@ -101,6 +101,25 @@ def test_mask_features_and_forward_features():
     assert len(outputs["aux_outputs"]) == 2
 
 
+def test_eval_mode_fast_paths_give_the_training_mode_predictions():
+    """Without training, attention masks come from resized mask features and only the last
+    prediction has full masks: every prediction's logits and the last masks are unchanged."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    batch = fake_batch()
+    with torch.no_grad():
+        model.eval()
+        _, fast = model.forward_features(batch)
+        model.train()  # dropout is 0 in this config: only the code paths differ
+        _, full = model.forward_features(batch)
+    torch.testing.assert_close(fast["pred_logits"], full["pred_logits"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast["pred_masks"], full["pred_masks"], atol=1e-4, rtol=1e-4)
+    assert all("pred_masks" in aux for aux in full["aux_outputs"])
+    assert not any("pred_masks" in aux for aux in fast["aux_outputs"])
+    for a, b in zip(fast["aux_outputs"], full["aux_outputs"]):
+        torch.testing.assert_close(a["pred_logits"], b["pred_logits"], atol=1e-4, rtol=1e-4)
+
+
 def test_wrong_channel_count_is_a_clear_error():
     model = build_model(tiny_cfg(4)).eval()
     with pytest.raises(ValueError, match="PIXEL_MEAN"):

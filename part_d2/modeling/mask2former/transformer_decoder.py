@@ -31,8 +31,9 @@ def attention_mask_from_logits(mask_logits: torch.Tensor, size, num_heads: int) 
     Returns:
         (N * num_heads, Q, H * W) bool, True = not allowed (``nn.MultiheadAttention`` convention).
     """
-    resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-    blocked = resized.sigmoid().flatten(2) < 0.5
+    if tuple(mask_logits.shape[-2:]) != tuple(size):
+        mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    blocked = mask_logits.sigmoid().flatten(2) < 0.5
     blocked = blocked & ~blocked.all(-1, keepdim=True)
     return blocked.repeat_interleave(num_heads, dim=0).detach()
 
@@ -111,7 +112,9 @@ class FFNLayer(_PostOrPreNorm):
 
     def forward(self, tgt: torch.Tensor) -> torch.Tensor:
         """tgt: (Q, N, C) -> (Q, N, C)."""
-        return self._residual(tgt, lambda x: self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+        return self._residual(
+            tgt, lambda x: self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x), inplace=True))))
+        )
 
 
 class MLP(nn.Module):
@@ -226,8 +229,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
 
+        # Without training, only the last prediction needs full-resolution masks; the attention masks
+        # come from mask features resized to each level (bilinear resizing is linear, so this equals
+        # resizing the mask logits, up to float rounding) at a fraction of the cost.
+        level_features = None if self.training else {
+            tuple(size): F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+            for size in sizes
+        }
         predictions = []
-        pred, attn_mask = self.prediction_heads(output, mask_features, sizes[0])
+        pred, attn_mask = self.prediction_heads(output, mask_features, sizes[0], level_features, self.num_layers == 0)
         predictions.append(pred)
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
@@ -235,25 +245,34 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, query_pos)
             output = self.transformer_ffn_layers[i](output)
             pred, attn_mask = self.prediction_heads(
-                output, mask_features, sizes[(i + 1) % self.num_feature_levels]
+                output, mask_features, sizes[(i + 1) % self.num_feature_levels], level_features,
+                i == self.num_layers - 1,
             )
             predictions.append(pred)
         out = dict(predictions[-1])
         out["aux_outputs"] = predictions[:-1]
         return out
 
-    def prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size):
+    def prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size,
+                         level_features: Optional[Dict] = None, last: bool = True):
         """
         Args:
             output: (Q, N, C) query features. mask_features: (N, mask_dim, h, w).
             attn_size: (H, W) of the level the next layer attends to.
+            level_features: None (training: every prediction has full masks), or the mask features
+                resized to each level's (H, W): then the attention mask is computed at that size and
+                only the ``last`` prediction gets ``pred_masks``.
         Returns:
-            dict with ``pred_logits`` (N, Q, K + 1), ``pred_masks`` (N, Q, h, w),
+            dict with ``pred_logits`` (N, Q, K + 1), ``pred_masks`` (N, Q, h, w) (see above),
             ``pred_embeddings`` (N, Q, C); and the next attention mask (N * heads, Q, H * W) bool.
         """
         embeddings = self.decoder_norm(output).transpose(0, 1)
-        class_logits = self.class_embed(embeddings)
-        mask_logits = torch.einsum("nqc,nchw->nqhw", self.mask_embed(embeddings), mask_features)
-        attn_mask = attention_mask_from_logits(mask_logits, attn_size, self.num_heads)
-        pred = {"pred_logits": class_logits, "pred_masks": mask_logits, "pred_embeddings": embeddings}
-        return pred, attn_mask
+        pred = {"pred_logits": self.class_embed(embeddings), "pred_embeddings": embeddings}
+        mask_embed = self.mask_embed(embeddings)
+        if level_features is None or last:
+            pred["pred_masks"] = torch.einsum("nqc,nchw->nqhw", mask_embed, mask_features)
+        if level_features is None:
+            attn_logits = pred["pred_masks"]
+        else:
+            attn_logits = torch.einsum("nqc,nchw->nqhw", mask_embed, level_features[tuple(attn_size)])
+        return pred, attention_mask_from_logits(attn_logits, attn_size, self.num_heads)
