@@ -9,7 +9,6 @@ evaluate class-agnostic mask AP/AR on unseen classes → write demo overlays and
 Rerunning continues from the last checkpoint (a finished training is not repeated).
 """
 import argparse
-import json
 import logging
 import os
 import time
@@ -21,7 +20,9 @@ from detectron2.utils.logger import setup_logger
 import part_d2  # noqa: F401
 from part_d2.engine import PartTrainer, launch
 from part_d2.engine.predictor import run_demo
+from part_d2.data.image_io import read_image_checked
 from part_d2.engine.setup import load_config
+from part_d2.utils.io import atomic_write_json
 from part_d2.utils.visualization import collage, write_png
 
 CONFIG = "configs/synthetic/cascade_mask_rcnn_R_tiny_agnostic.yaml"
@@ -59,9 +60,7 @@ def main(args):
     demo_cfg.freeze()
     demo_dir = os.path.join(cfg.OUTPUT_DIR, "demo")
     run_demo(demo_cfg, files, demo_dir, cfg.TEST.DEMO_CONFIDENCE)
-    import cv2
-
-    overlays = [cv2.imread(os.path.join(demo_dir, f"{os.path.splitext(os.path.basename(f))[0]}_parts.png"))[:, :, ::-1]
+    overlays = [read_image_checked(os.path.join(demo_dir, f"{os.path.splitext(os.path.basename(f))[0]}_parts.png"), "RGB")
                 for f in files]
     write_png(os.path.join(cfg.OUTPUT_DIR, "demo_collage.png"), collage(overlays, cols=4))
 
@@ -69,8 +68,7 @@ def main(args):
     summary = {"test_set": test_set, "metrics": metrics, "seconds": {"data": round(t_data, 1),
                "train_and_eval": round(t_train, 1), "total": round(time.time() - t0, 1)},
                "demo": demo_dir, "collage": os.path.join(cfg.OUTPUT_DIR, "demo_collage.png")}
-    with open(os.path.join(cfg.OUTPUT_DIR, "quickstart_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "quickstart_summary.json"), summary)
     print("\n=== part_d2 quickstart: class-agnostic part segmentation on unseen synthetic object classes ===")
     print(f"test set: {test_set}")
     for k, v in metrics.items():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A synthetic miniature of the OPS paper's Tables 1-3, end to end.
 
-    python projects/OPS/run_miniature.py [--scale cpu|gpu] [--output DIR] [--iters-scale 1.0]
+    python projects/OPS/run_miniature.py [--scale cpu|gpu|smoke] [--output DIR] [--iters-scale 1.0]
 
 Protocol (the embedded synthetic dataset): train on seen object classes
 (``synthetic_parts_train_*``), fine-tune with unlabeled unseen classes (``synthetic_parts_val_*``,
@@ -38,7 +38,6 @@ logger = logging.getLogger("part_d2.ops_miniature")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE_CONFIG = os.path.join(ROOT, "configs", "synthetic", "mask2former_R_tiny_agnostic.yaml")
-TRAIN, UNLABELED, TEST = "synthetic_parts_train", "synthetic_parts_val", "synthetic_parts_test"
 
 # Per-scale settings: iterations of base training and of fine-tuning, labeled (= unlabeled) images
 # per batch, device, training image size, loader workers. Fine-tuning uses 1/10 of the base
@@ -47,9 +46,14 @@ TRAIN, UNLABELED, TEST = "synthetic_parts_train", "synthetic_parts_val", "synthe
 # (pre-aware), 0.8-0.9 s/it (SS, 4 + 4 images), 15-19 s per test evaluation (300 images), the lower
 # values at load ~1.5, the higher at load ~5. Total 4 x 1200 + 4 x 400 iterations + 13
 # evaluations: ~60 min with one thread at load ~1.5; projected ~35-45 min on 2 idle cores.
+# "smoke" is a plumbing check on the 48/12/12-image mini variant of the dataset.
 SCALES = {
-    "cpu": {"base_iters": 1200, "ft_iters": 400, "ims": 4, "device": "cpu", "image_size": 128, "workers": 0},
-    "gpu": {"base_iters": 8000, "ft_iters": 2000, "ims": 16, "device": "cuda", "image_size": 160, "workers": 4},
+    "cpu": {"base_iters": 1200, "ft_iters": 400, "ims": 4, "device": "cpu", "image_size": 128, "workers": 0,
+            "dataset": "synthetic_parts"},
+    "gpu": {"base_iters": 8000, "ft_iters": 2000, "ims": 16, "device": "cuda", "image_size": 160, "workers": 4,
+            "dataset": "synthetic_parts"},
+    "smoke": {"base_iters": 3, "ft_iters": 2, "ims": 2, "device": "cpu", "image_size": 64, "workers": 0,
+              "dataset": "synthetic_parts_mini"},
 }
 FT_LR_FACTOR = 0.1
 FOUR_CHANNELS = ["MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53, 127.5]", "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375, 127.5]"]
@@ -72,6 +76,9 @@ class Miniature:
         for key in ("base_iters", "ft_iters"):
             self.settings[key] = max(1, int(round(self.settings[key] * iters_scale)))
         os.makedirs(os.path.join(self.output, "evals"), exist_ok=True)
+        prefix = self.settings["dataset"]
+        # train on seen classes, fine-tune on unlabeled unseen classes, test on held-out unseen classes
+        self.train_set, self.unlabeled_set, self.test_set = (f"{prefix}_{split}" for split in ("train", "val", "test"))
 
     def config(self, opts: List[str], output_dir: str, iters: int):
         s = self.settings
@@ -81,7 +88,7 @@ class Miniature:
             "SOLVER.STEPS", f"({int(0.8 * iters)},)", "SOLVER.CHECKPOINT_PERIOD", str(10 * iters),
             "SOLVER.WARMUP_ITERS", str(min(10, iters)), "INPUT.IMAGE_SIZE", str(s["image_size"]),
             "DATALOADER.NUM_WORKERS", str(s["workers"]), "TEST.EVAL_PERIOD", "0",
-            "DATASETS.TEST", f"('{TEST}_parts',)", "TEST.PART_EVAL.ORACLE_SEMANTIC", "True",
+            "DATASETS.TEST", f"('{self.test_set}_parts',)", "TEST.PART_EVAL.ORACLE_SEMANTIC", "True",
             "OUTPUT_DIR", output_dir, "SEED", "0",
         ]
         return load_config(BASE_CONFIG, common + list(opts))
@@ -134,22 +141,23 @@ class Miniature:
         cfg.freeze()
         model = PartTrainer.build_model(cfg)
         PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(weights)
-        generate_pseudo_labels(cfg, model, f"{UNLABELED}_agnostic", path)
+        generate_pseudo_labels(cfg, model, f"{self.unlabeled_set}_agnostic", path)
         return path
 
 
 def run(mini: Miniature) -> List[Dict]:
     """All trainings and evaluations; returns the table rows."""
-    DatasetCatalog.get(f"{TRAIN}_parts")
-    num_part_classes = len(MetadataCatalog.get(f"{TRAIN}_parts").thing_classes)
-    agnostic = ["DATASETS.TRAIN", f"('{TRAIN}_agnostic',)"]
+    train, unlabeled = mini.train_set, mini.unlabeled_set
+    DatasetCatalog.get(f"{train}_parts")
+    num_part_classes = len(MetadataCatalog.get(f"{train}_parts").thing_classes)
+    agnostic = ["DATASETS.TRAIN", f"('{train}_agnostic',)"]
     rows = []
 
     def row(table, label, name, weights, opts):
         rows.append({"table": table, "row": label, **flatten(mini.evaluate(name, weights, opts))})
 
     aware_w = mini.train("aware", [
-        "DATASETS.TRAIN", f"('{TRAIN}_parts',)", "DATASETS.CLASS_AGNOSTIC", "False",
+        "DATASETS.TRAIN", f"('{train}_parts',)", "DATASETS.CLASS_AGNOSTIC", "False",
         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(num_part_classes),
     ])
     row("1", "class-aware training", "aware", aware_w, [])
@@ -169,12 +177,12 @@ def run(mini: Miniature) -> List[Dict]:
     longer_w = mini.train("base_longer", agnostic + object_aware, init=base_w, fine_tune=True)
     row("3", "base, trained longer (control)", "base_longer", longer_w, object_aware)
     ss = ["MODEL.META_ARCHITECTURE", "SelfSupervisedPartMask2Former", "MODEL.OPS.SS_LOSS.ENABLED", "True",
-          "DATASETS.UNLABELED", f"('{UNLABELED}_agnostic',)"]
+          "DATASETS.UNLABELED", f"('{unlabeled}_agnostic',)"]
     ss_w = mini.train("ss", agnostic + object_aware + ss, init=base_w, fine_tune=True)
     row("3", "+ SS", "ss", ss_w, object_aware)
     pseudo = mini.pseudo_labels(base_w, object_aware)
     st = ["DATASETS.PART_JSONS", f"('ops_pseudo:{pseudo}',)",
-          "DATASETS.TRAIN", f"('{TRAIN}_agnostic', 'ops_pseudo_agnostic')"]
+          "DATASETS.TRAIN", f"('{train}_agnostic', 'ops_pseudo_agnostic')"]
     st_w = mini.train("st", object_aware + st, init=base_w, fine_tune=True)
     row("3", "+ ST", "st", st_w, object_aware)
     ss_st_w = mini.train("ss_st", object_aware + st + ss, init=base_w, fine_tune=True)

@@ -17,12 +17,14 @@ Stages (each skipped when its output exists, so an interrupted run resumes):
 - 1b: part proposals (``configs/synthetic/pd_proposals_R_tiny.yaml``) from the 1a segments;
 - 2: ``tools/pd_rank_parts.py``: class-specific pseudo labels with the proposal model;
 - 3: self-training with per-object-class classifiers (``configs/synthetic/pd_distill_R_tiny.yaml``);
-- baseline: supervised class-agnostic Mask2Former on the seen classes' parts.
+- baseline: supervised class-agnostic Mask2Former on the seen classes' parts, with the proposal
+  model's 50 queries.
 
 Printed: AR@{1,10,50,100,200} (plain and per-object merged GT), mIoU-clustered (proposal and
 baseline query embeddings) and mIoU-mapped (stage 3), all on the unseen test classes. A model
-returns at most (queries x classes) detections: 20 for the baseline, 50 for the proposals and 200
-of 50 x 8 for stage 3, so AR@k stops growing beyond that. 3x3 collages of the stage-2 parts of each
+returns at most (queries x classes) detections: 50 for the baseline and the proposals, and 200 of
+50 x 8 for stage 3 (where a query's mask may appear with several part classes), so AR@k stops
+growing beyond that. 3x3 collages of the stage-2 parts of each
 object class are written to ``OUTPUT/collages``.
 """
 import argparse
@@ -48,12 +50,15 @@ CONFIGS = os.path.join(ROOT, "configs", "synthetic")
 TEST = "synthetic_parts_test_agnostic"
 POOL = "synthetic_pd_pool"
 SCALES = {
-    "cpu": {"objects": 1200, "baseline": 1200, "proposals": 600, "distill": 600, "pool": 300},
-    "smoke": {"objects": 4, "baseline": 4, "proposals": 4, "distill": 4, "pool": 6},
+    "cpu": {"objects": 1200, "baseline": 1200, "proposals": 600, "distill": 600, "pool": 300, "test": TEST},
+    # plumbing check: a few iterations, the 12 test images of the mini variant
+    "smoke": {"objects": 4, "baseline": 4, "proposals": 4, "distill": 4, "pool": 6,
+              "test": "synthetic_parts_mini_test_agnostic"},
 }
 METRICS = ("AR@1", "AR@10", "AR@50", "AR@100", "AR@200", "merged_AR@10", "merged_AR@200",
            "clustered_C-mIoU", "clustered_A-mIoU", "mapped_C-mIoU", "mapped_A-mIoU")
 MAX_DETS = (1, 10, 50, 100, 200)
+BASELINE_OPTS = ["MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "50"]  # as many queries as the proposal model
 
 
 def iteration_opts(iters: int, output: str):
@@ -75,14 +80,14 @@ def train(config: str, iters: int, output: str, opts=()) -> str:
     return weights
 
 
-def evaluate(name: str, config: str, weights: str, output: str, opts=()) -> dict:
+def evaluate(name: str, config: str, weights: str, output: str, opts=(), test: str = TEST) -> dict:
     """PartDiscoveryEvaluator metrics of a model on the test classes (cached in ``output``)."""
     path = os.path.join(output, "evals", f"{name}.json")
     if os.path.isfile(path):
         with open(path) as f:
             return json.load(f)
     cfg = load_config(os.path.join(CONFIGS, config), list(opts) + [
-        "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{TEST}',)",
+        "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{test}',)",
         "TEST.PART_DISCOVERY.ENABLED", "True", "MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS", "True",
         "TEST.DETECTIONS_PER_IMAGE", str(max(MAX_DETS)), "TEST.PART_DISCOVERY.MAX_DETS", str(list(MAX_DETS)),
     ])
@@ -118,7 +123,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_logger()
     out = args.output
-    scale = {k: (v if k == "pool" else max(1, round(v * args.iters_scale))) for k, v in SCALES[args.scale].items()}
+    scale = {k: (v if k in ("pool", "test") else max(1, round(v * args.iters_scale)))
+             for k, v in SCALES[args.scale].items()}
     start = time.time()
     register_synthetic_parts(prefix=POOL, seed=1, num_images={"train": 0, "val": 0, "test": scale["pool"]})
     pool = f"{POOL}_test_objects"
@@ -146,16 +152,18 @@ def main(argv=None):
     distill = train("pd_distill_R_tiny.yaml", scale["distill"], os.path.join(out, "distill"),
                     ["MODEL.WEIGHTS", proposals])
     baseline = train("mask2former_R_tiny_agnostic.yaml", scale["baseline"], os.path.join(out, "baseline"),
-                     ["DATASETS.TRAIN", "('synthetic_parts_train_agnostic',)", "TEST.EVAL_PERIOD", "0"])
+                     BASELINE_OPTS + ["DATASETS.TRAIN", "('synthetic_parts_train_agnostic',)", "TEST.EVAL_PERIOD", "0"])
 
+    test = scale["test"]
     rows = {
-        "supervised (seen classes)": evaluate("baseline", "mask2former_R_tiny_agnostic.yaml", baseline, out),
-        "PD stage 1b proposals": evaluate("proposals", "pd_proposals_R_tiny.yaml", proposals, out),
-        "PD stage 3 distilled": evaluate("distill", "pd_distill_R_tiny.yaml", distill, out),
+        "supervised (seen classes)": evaluate("baseline", "mask2former_R_tiny_agnostic.yaml", baseline, out,
+                                              BASELINE_OPTS, test),
+        "PD stage 1b proposals": evaluate("proposals", "pd_proposals_R_tiny.yaml", proposals, out, test=test),
+        "PD stage 3 distilled": evaluate("distill", "pd_distill_R_tiny.yaml", distill, out, test=test),
     }
-    header = f"{'model':28s}" + "".join(f"{m:>18s}" for m in METRICS)
+    header = f"{'model':28s}" + "".join(f"{m:>17s}" for m in METRICS)
     lines = [header] + [
-        f"{name:28s}" + "".join(f"{r[m]:18.2f}" if m in r else f"{'-':>18s}" for m in METRICS)
+        f"{name:28s}" + "".join(f"{r[m]:17.2f}" if m in r else f"{'-':>17s}" for m in METRICS)
         for name, r in rows.items()
     ]
     print(f"\nPartDistillation on synthetic unseen test classes ({args.scale}, iterations x{args.iters_scale}, "
@@ -163,6 +171,7 @@ def main(argv=None):
     print("\n".join(lines))
     with open(os.path.join(out, "results.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    return rows
 
 
 if __name__ == "__main__":
