@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from collections import OrderedDict
 
 import torch
 from detectron2.config import get_cfg
@@ -23,7 +24,7 @@ from detectron2.structures import BitMasks, Instances
 
 import part_d2.modeling.backbone  # noqa: F401
 import part_d2.modeling.mask2former  # noqa: F401
-from common import median_time, ratio_row
+from common import interleaved_median_times, median_time, ratio_row
 from part_d2.config import add_part_d2_config
 
 DEFAULT_CONFIG = "configs/mask2former/maskformer2_R50_part_agnostic.yaml"
@@ -39,6 +40,9 @@ def load_cfg(path: str, device: str, meta_arch: str = None):
     cfg.MODEL.WEIGHTS = ""
     if meta_arch:
         cfg.MODEL.META_ARCHITECTURE = meta_arch
+    # the official instance inference asks top-k for exactly this many (query, class) pairs
+    pairs = cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES * cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    cfg.TEST.DETECTIONS_PER_IMAGE = min(cfg.TEST.DETECTIONS_PER_IMAGE, pairs)
     return cfg
 
 
@@ -59,9 +63,9 @@ def fake_inputs(num: int, height: int, width: int, channels: int, parts: int, te
     return batch
 
 
-def bench(model, args, channels: int, tensor_masks: bool, infer_size=(400, 600), train_size: int = 512):
-    """Median inference time on one ``infer_size`` image and training-step time on two
-    ``train_size``-square images."""
+def step_functions(model, channels: int, tensor_masks: bool, infer_size=(400, 600), train_size: int = 512):
+    """Inference on one ``infer_size`` image and a training step on two ``train_size``-square
+    images, as argument-less functions."""
     infer_inputs = fake_inputs(1, infer_size[0], infer_size[1], channels, 0, tensor_masks)
     train_inputs = fake_inputs(2, train_size, train_size, channels, 8, tensor_masks)
 
@@ -75,8 +79,26 @@ def bench(model, args, channels: int, tensor_masks: bool, infer_size=(400, 600),
         model.zero_grad(set_to_none=True)
         sum(model(train_inputs).values()).backward()
 
+    return infer, train_step
+
+
+def bench(model, args, channels: int, tensor_masks: bool, infer_size=(400, 600), train_size: int = 512):
+    """Median inference and training-step times of one model (see :func:`step_functions`)."""
+    infer, train_step = step_functions(model, channels, tensor_masks, infer_size, train_size)
     return {"inference_400x600_s": median_time(infer, args.iters, args.device),
             "train_step_2x512_s": median_time(train_step, args.iters, args.device)}
+
+
+def bench_side_by_side(ours, official, args, channels: int, infer_size, train_size: int):
+    """Median times of both models, each measurement alternating between them."""
+    mine = step_functions(ours, channels, False, infer_size, train_size)
+    theirs = step_functions(official, channels, True, infer_size, train_size)
+    out = {"part_d2": {}, "official": {}}
+    for key, i in (("inference_400x600_s", 0), ("train_step_2x512_s", 1)):
+        times = interleaved_median_times({"part_d2": mine[i], "official": theirs[i]}, args.iters, args.device)
+        for name, seconds in times.items():
+            out[name][key] = seconds
+    return out
 
 
 def reference_model(args, weights):
@@ -84,6 +106,12 @@ def reference_model(args, weights):
     import mask2former  # noqa: F401  (official package: registers MaskFormer)
 
     model = build_model(load_cfg(args.config, args.device, "MaskFormer"))
+    # The official head renames the keys of checkpoints older than its version 2; these keys are
+    # already in the current format, so mark them as version 2.
+    metadata = dict(getattr(weights, "_metadata", {}))
+    metadata["sem_seg_head"] = dict(metadata.get("sem_seg_head", {}), version=2)
+    weights = OrderedDict(weights)
+    weights._metadata = metadata
     model.load_state_dict(weights)
     return model
 
@@ -109,17 +137,21 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, config: str = DE
     cfg = load_cfg(config, device)
     model = build_model(cfg)
     channels = len(cfg.MODEL.PIXEL_MEAN)
-    ours = bench(model, args, channels, False, infer_size, train_size)
     comparable = scale >= 1 and device == "cpu" and os.path.basename(config) == os.path.basename(DEFAULT_CONFIG)
     if reference:
-        official = bench(reference_model(args, model.state_dict()), args, channels, True, infer_size, train_size)
+        both = bench_side_by_side(model, reference_model(args, model.state_dict()), args, channels, infer_size,
+                                  train_size)
+        ours, official = both["part_d2"], both["official"]
         base = {"inference": official["inference_400x600_s"], "train": official["train_step_2x512_s"]}
-        source = f"official Mask2Former at {reference}, same weights, timed in this run"
+        source = (f"official Mask2Former at {reference}, same weights, timed in this run "
+                  "(each measurement alternates between the two models)")
     elif comparable:
+        ours = bench(model, args, channels, False, infer_size, train_size)
         base = {"inference": REFERENCE_CPU_S["inference"], "train": REFERENCE_CPU_S["train"][0]}
         source = ("official Mask2Former figures measured earlier on these machines (1.55 s/image, 10-14 s/iteration; "
                   "the ratio uses the faster 10 s): not side by side")
     else:
+        ours = bench(model, args, channels, False, infer_size, train_size)
         base = {"inference": None, "train": None}
         source = "no baseline: reduced size or non-R50 config without --reference (absolute part_d2 times only)"
     quality = "same weights" if reference else ""
@@ -150,11 +182,12 @@ def main():
     cfg = load_cfg(args.config, args.device)
     model = build_model(cfg)
     channels = len(cfg.MODEL.PIXEL_MEAN)
-    results = {"config": args.config, "device": args.device, "torch_threads": torch.get_num_threads(),
-               "part_d2": bench(model, args, channels, tensor_masks=False)}
+    results = {"config": args.config, "device": args.device, "torch_threads": torch.get_num_threads()}
     if args.reference:
         official = reference_model(args, model.state_dict())
-        results["official"] = bench(official, args, channels, tensor_masks=True)
+        results.update(bench_side_by_side(model, official, args, channels, (400, 600), 512))
+    else:
+        results["part_d2"] = bench(model, args, channels, tensor_masks=False)
     print(json.dumps(results, indent=2))
     if args.output:
         with open(args.output, "w") as f:

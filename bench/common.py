@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -41,6 +41,19 @@ def median_time(fn: Callable, iters: int, device: str = "cpu", warmup: int = 1) 
     for _ in range(warmup):
         fn()
     return statistics.median(timed_once(fn, device)[1] for _ in range(max(1, iters)))
+
+
+def interleaved_median_times(fns: Dict[str, Callable], iters: int, device: str = "cpu", warmup: int = 1) -> Dict[str, float]:
+    """Median seconds of each function, timed in alternation (a, b, a, b, ...) so that a change of
+    machine load during the measurement affects all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(max(1, iters)):
+        for name, fn in fns.items():
+            times[name].append(timed_once(fn, device)[1])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def scaled(full: int, scale: float, minimum: int = 1) -> int:
