@@ -57,7 +57,7 @@ def _sparse_rows(grad: torch.Tensor, rows) -> torch.Tensor:
     values = grad[idx].clone()
     values[0] *= 0.25
     values[-1] *= 0.75
-    return torch.sparse_coo_tensor(idx[None], values, grad.shape)
+    return torch.sparse_coo_tensor(idx[None], values, grad.shape, check_invariants=True)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
