@@ -65,17 +65,16 @@ def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float, eps: float =
     Returns:
         the total L2 norm of the gradients before clipping (0-dim tensor).
     """
+    params = [p for p in params if p.grad is not None]
+    if not any(p.grad.is_sparse for p in params):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)  # torch's fused multi-tensor path
     grads = []
     for p in params:
-        if p.grad is None:
-            continue
         if p.grad.is_sparse:
             p.grad = p.grad.coalesce()  # the norm of uncoalesced values is not the gradient's norm
             grads.append(p.grad._values())
         else:
             grads.append(p.grad)
-    if not grads:
-        return torch.tensor(0.0)
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
     coef = torch.clamp(max_norm / (total + eps), max=1.0)
     for g in grads:
