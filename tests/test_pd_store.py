@@ -20,19 +20,10 @@ from part_d2.data.shards import (
 )
 from part_d2.structures.masks import segmentation_to_mask
 
+from file_trees import file_tree
 from pd_helpers import mini_records, tiny_grouper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tree_bytes(root):
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = fh.read()
-    return out
 
 
 def test_assigned_shards_cover_all_once():
@@ -48,12 +39,11 @@ def test_two_jobs_equal_one_job_and_registered_output(tmp_path):
     assert run_pixel_grouping(grouper, records, one, 2, classes, max_objects=0)
     assert not run_pixel_grouping(grouper, records, two, 2, classes, max_objects=0, num_jobs=2, job_id=1)
     assert run_pixel_grouping(grouper, records, two, 2, classes, max_objects=0, num_jobs=2, job_id=0)
-    assert _tree_bytes(one) == _tree_bytes(two)
+    assert file_tree(one) == file_tree(two)
     names = register_stage_output("pd_test_groups", one)
     recs = DatasetCatalog.get(names[1])  # agnostic view
     assert [r["file_name"] for r in recs] == [r["file_name"] for r in records]
     for r in recs:
-        obj = segmentation_to_mask(r["objects"][0]["segmentation"], r["height"], r["width"])
         parts = [segmentation_to_mask(a["segmentation"], r["height"], r["width"]) for a in r["annotations"]]
         assert 1 <= len(parts) <= 4 and all(a["category_id"] == 0 for a in r["annotations"])
         assert all(a["object_id"] == r["objects"][0]["object_id"] for a in r["annotations"])
@@ -64,6 +54,7 @@ def test_two_jobs_equal_one_job_and_registered_output(tmp_path):
 SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
+from file_trees import file_tree
 from pd_helpers import mini_records, tiny_grouper
 from part_d2.engine.offline import run_pixel_grouping
 records, classes = mini_records(6)
@@ -90,8 +81,8 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path):
     grouper = tiny_grouper()
     assert run_pixel_grouping(grouper, records, killed, 2, classes, max_objects=0)
     assert run_pixel_grouping(grouper, records, clean, 2, classes, max_objects=0)
-    done = {k: v for k, v in _tree_bytes(killed).items() if ".tmp" not in k}  # a killed write may leave a temp file
-    assert done == _tree_bytes(clean)
+    done = {k: v for k, v in file_tree(killed).items() if ".tmp" not in k}  # a killed write may leave a temp file
+    assert done == file_tree(clean)
 
 
 class _StandIn:

@@ -4,6 +4,8 @@ import importlib.util
 import math
 import os
 
+from file_trees import file_tree
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -15,8 +17,8 @@ def _script(path: str, name: str):
 
 
 def _mtimes(root: str, suffix: str):
-    return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
-            for d, _, files in os.walk(root) for f in files if f.endswith(suffix)}
+    """{path: mtime_ns} of the files under ``root`` ending with ``suffix``."""
+    return {k: v[1] for k, v in file_tree(root, mtimes=True).items() if k.endswith(suffix)}
 
 
 def test_ops_miniature_smoke_prints_tables_1_to_3_and_resumes(tmp_path):

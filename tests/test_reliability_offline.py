@@ -11,6 +11,8 @@ import time
 import pytest
 import torch
 
+from file_trees import file_tree
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTS_CFG = "configs/synthetic/pd_objects_R_tiny.yaml"
 PROPOSALS_CFG = "configs/synthetic/pd_proposals_R_tiny.yaml"
@@ -73,21 +75,6 @@ def run_killed(setting, tool, config, output, opts, first_file: str) -> float:
     return delay
 
 
-def tree(root):
-    """{relative path: (bytes, mtime_ns)} of every file under ``root``."""
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = (fh.read(), os.stat(p).st_mtime_ns)
-    return out
-
-
-def contents(root):
-    return {k: v[0] for k, v in tree(root).items()}
-
-
 GROUPING = ["PART_DISTILLATION.PIXEL_GROUPING.IMAGE_SIZE", "160", "PART_DISTILLATION.PIXEL_GROUPING.KMEANS_N_INIT", "2"]
 
 
@@ -97,8 +84,8 @@ def test_pixel_grouping_killed_resumed_with_two_processes(setting):
     delay = run_killed(setting, "pd_pixel_grouping", OBJECTS_CFG, killed, GROUPING, "shards/shard-00000.json")
     log = run_tool(setting, "pd_pixel_grouping", OBJECTS_CFG, killed, GROUPING, num_gpus=2)
     assert "resuming" in log and "stage complete (12 shards, 12 images)" in log
-    assert contents(killed) == contents(clean), f"killed after {delay:.2f} s"
-    assert len([k for k in contents(clean) if k.startswith("shards/")]) == 12
+    assert file_tree(killed) == file_tree(clean), f"killed after {delay:.2f} s"
+    assert len([k for k in file_tree(clean) if k.startswith("shards/")]) == 12
 
 
 OBJECTS = ["PART_DISTILLATION.OBJECT_MASKS.VOCABULARY", "['object']", "PART_DISTILLATION.OBJECT_MASKS.TOPK", "2"]
@@ -108,12 +95,12 @@ def test_object_masks_two_processes_equal_one_and_finished_rerun_is_a_noop(setti
     one, two = str(setting["base"] / "om_one"), str(setting["base"] / "om_two")
     run_tool(setting, "pd_object_masks", OBJECTS_CFG, one, OBJECTS)
     run_tool(setting, "pd_object_masks", OBJECTS_CFG, two, OBJECTS, num_gpus=2)
-    assert contents(one) == contents(two)
-    assert {"manifest.json", "object_masks.json"} <= set(contents(one))
-    before = tree(one)
+    assert file_tree(one) == file_tree(two)
+    assert {"manifest.json", "object_masks.json"} <= set(file_tree(one))
+    before = file_tree(one, mtimes=True)
     log = run_tool(setting, "pd_object_masks", OBJECTS_CFG, one, OBJECTS)
     assert "nothing to compute" in log and "stage already complete, nothing rewritten" in log
-    assert tree(one) == before  # bytes and modification times
+    assert file_tree(one, mtimes=True) == before  # bytes and modification times
 
 
 RANKING = ["MODEL.WEIGHTS", "", "SEED", "0", "PART_DISTILLATION.RANKING.NUM_MODES", "2",
@@ -125,7 +112,7 @@ def test_part_ranking_killed_and_resumed(setting):
     run_tool(setting, "pd_rank_parts", PROPOSALS_CFG, clean, RANKING)
     delay = run_killed(setting, "pd_rank_parts", PROPOSALS_CFG, killed, RANKING, "proposals/shard-00000.json")
     run_tool(setting, "pd_rank_parts", PROPOSALS_CFG, killed, RANKING)
-    done = contents(clean)
+    done = file_tree(clean)
     assert {"part_centroids.npy", "part_centroids.json", "proposals/shard-00011.npy",
             "shards/shard-00011.json"} <= set(done)
-    assert contents(killed) == done, f"killed after {delay:.2f} s"
+    assert file_tree(killed) == done, f"killed after {delay:.2f} s"

@@ -25,19 +25,10 @@ from part_d2.data.synthetic.library import held_out_counts, split_of_classes
 from part_d2.data.synthetic.render import MIN_PART_AREA, RenderedObject, RenderedPart
 from part_d2.structures.masks import segmentation_to_mask
 
+from file_trees import file_tree
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(seed=0, num_images={"train": 12, "val": 12, "test": 12}, image_size=96, multi_object_prob=0.3)
-
-
-def _files(root):
-    """{relative path: bytes} of every file of a generated dataset."""
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +90,7 @@ def test_same_output_for_any_number_of_workers(dataset, tmp_path):
     root, _ = dataset
     other = str(tmp_path / "synthetic_parts")
     generate_synthetic_parts(other, num_workers=2, **SMALL)
-    a, b = _files(root), _files(other)
+    a, b = file_tree(root), file_tree(other)
     assert sorted(a) == sorted(b) and len(a) == 3 * 12 + 3 + 1
     assert all(a[k] == b[k] for k in a)
 
