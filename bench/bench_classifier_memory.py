@@ -12,8 +12,9 @@ object class per image, a cross-entropy loss over the image's 8 parts + "no obje
 
 Both use the same parameters, so their losses must be equal. Each measurement runs in a fresh
 subprocess (the four CPU ones concurrently: no timing is involved): on CPU the peak resident set
-size (``VmHWM``, reset after setup) above the resident size after setup (parameters allocated), on a GPU ``torch.cuda.max_memory_allocated`` above the
-allocation after setup. Two phases: forward + loss, and forward + loss + backward.
+size (``VmHWM``, reset after setup) above the resident size after setup (parameters
+allocated), on a GPU ``torch.cuda.max_memory_allocated`` above the allocation after setup.
+Two phases: forward + loss, and forward + loss + backward.
 """
 import argparse
 import json
@@ -23,7 +24,6 @@ import sys
 
 import torch
 import torch.nn.functional as F
-
 from common import check_device, ratio_row, scaled
 
 PARTS = 8

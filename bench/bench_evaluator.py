@@ -13,10 +13,10 @@ import json
 import time
 
 import numpy as np
+from common import ratio_row
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from common import ratio_row
 from part_d2.evaluation import EvalParams, evaluate_coco, summarize
 from part_d2.structures.masks import masks_to_rles
 

@@ -18,13 +18,13 @@ import sys
 from collections import OrderedDict
 
 import torch
+from common import interleaved_median_times, median_time, ratio_row
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 
 import part_d2.modeling.backbone  # noqa: F401
 import part_d2.modeling.mask2former  # noqa: F401
-from common import interleaved_median_times, median_time, ratio_row
 from part_d2.config import add_part_d2_config
 
 DEFAULT_CONFIG = "configs/mask2former/maskformer2_R50_part_agnostic.yaml"
@@ -53,7 +53,10 @@ def fake_inputs(num: int, height: int, width: int, channels: int, parts: int, te
     for _ in range(num):
         masks = torch.zeros(parts, height, width, dtype=torch.bool)
         for k in range(parts):
-            y0, x0 = torch.randint(0, height // 2, (1,), generator=gen).item(), torch.randint(0, width // 2, (1,), generator=gen).item()
+            y0, x0 = (
+                torch.randint(0, height // 2, (1,), generator=gen).item(),
+                torch.randint(0, width // 2, (1,), generator=gen).item(),
+            )
             masks[k, y0: y0 + height // 4, x0: x0 + width // 4] = True
         inst = Instances((height, width))
         inst.gt_classes = torch.zeros(parts, dtype=torch.int64)

@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 import torch
+from common import check_device, relative_gap, scaled, speedup_row, timed_once
 from sklearn.cluster import KMeans
 
-from common import check_device, relative_gap, scaled, speedup_row, timed_once
 from part_d2.clustering.kmeans import batched_kmeans
 from part_d2.modeling.part_ranking import cluster_part_modes
 
@@ -106,8 +106,18 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, baseline_fractio
         classes = np.repeat(np.arange(num_classes), [len(f) for f in features])
         names = [f"class{c}" for c in range(num_classes)]
         _, api_time = timed_once(lambda: cluster_part_modes(flat, classes, names, K, N_INIT, MAX_ITER, seed))
-        rows.append(speedup_row(f"cluster_part_modes (classes in padded groups), {metric}", "s", base_total, api_time, 10.0,
-                                "same k-means as batched_kmeans, one class per call", True, num_base < num_classes))
+        rows.append(
+            speedup_row(
+                f"cluster_part_modes (classes in padded groups), {metric}",
+                "s",
+                base_total,
+                api_time,
+                10.0,
+                "same k-means as batched_kmeans, one class per call",
+                True,
+                num_base < num_classes,
+            )
+        )
     return {
         "case": "part_ranking",
         "title": "Part-ranking clustering (PartDistillation stage 2)",

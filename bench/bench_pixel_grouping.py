@@ -22,10 +22,10 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import check_device, relative_gap, scaled, speedup_row, timed_once
 from sklearn.cluster import KMeans
 from torch import nn
 
-from common import check_device, relative_gap, scaled, speedup_row, timed_once
 from part_d2.modeling.dense_crf import dense_crf
 from part_d2.modeling.pixel_grouping import PixelGrouper, cluster_objects, labels_to_parts
 
@@ -154,7 +154,9 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, channels: int = 
         for mask in im["masks"]:
             if n == num_base:
                 break
-            (parts, inertia), seconds = timed_once(lambda: baseline_instance(im["features"], im["image"], mask, seed + n))
+            (parts, inertia), seconds = timed_once(
+                lambda: baseline_instance(im["features"], im["image"], mask, seed + n)
+            )
             base_time += seconds
             base_inertia.append(inertia)
             base_parts += len(parts)

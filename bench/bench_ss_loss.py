@@ -10,11 +10,11 @@ import argparse
 import json
 
 import torch
-
-import part_d2  # noqa: F401  (registers the meta-architectures)
 from bench_mask2former import fake_inputs, load_cfg
 from common import check_device, median_time, ratio_row, scaled
 from detectron2.modeling import build_model
+
+import part_d2  # noqa: F401  (registers the meta-architectures)
 
 DEFAULT_CONFIG = "configs/synthetic/mask2former_R_tiny_agnostic.yaml"
 

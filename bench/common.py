@@ -12,7 +12,6 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -43,7 +42,9 @@ def median_time(fn: Callable, iters: int, device: str = "cpu", warmup: int = 1) 
     return statistics.median(timed_once(fn, device)[1] for _ in range(max(1, iters)))
 
 
-def interleaved_median_times(fns: Dict[str, Callable], iters: int, device: str = "cpu", warmup: int = 1) -> Dict[str, float]:
+def interleaved_median_times(
+    fns: Dict[str, Callable], iters: int, device: str = "cpu", warmup: int = 1
+) -> Dict[str, float]:
     """Median seconds of each function, timed in alternation (a, b, a, b, ...) so that a change of
     machine load during the measurement affects all of them alike."""
     for _ in range(warmup):

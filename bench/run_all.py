@@ -23,7 +23,6 @@ import traceback
 from typing import Dict, List, Optional
 
 import torch
-
 from common import check_device, environment, repo_path
 
 logger = logging.getLogger(__name__)

@@ -4,5 +4,7 @@ Importing the package registers its datasets, meta-architectures and backbones.
 """
 __version__ = "0.1.0"
 
-from . import data  # noqa: F401,E402  (registers datasets)
-from . import modeling  # noqa: F401,E402  (registers architectures)
+from . import (
+    data,  # noqa: F401,E402  (registers datasets)
+    modeling,  # noqa: F401,E402  (registers architectures)
+)

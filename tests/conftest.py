@@ -28,15 +28,31 @@ def tiny_part_dataset(tmp_path):
         cv2.imwrite(str(root / "images" / f"{i}.png"), img)
         images.append({"id": i, "file_name": f"images/{i}.png", "height": h, "width": w, "object_category_id": 7})
         x0, y0 = 8 + i, 8
-        objects.append({"id": 100 + i, "image_id": i, "category_id": 7, "segmentation": [_square(x0, y0, x0 + 32, y0 + 24)],
-                        "area": 32 * 24, "bbox": [x0, y0, 32, 24], "iscrowd": 0})
+        objects.append(
+            {
+                "id": 100 + i,
+                "image_id": i,
+                "category_id": 7,
+                "segmentation": [_square(x0, y0, x0 + 32, y0 + 24)],
+                "area": 32 * 24,
+                "bbox": [x0, y0, 32, 24],
+                "iscrowd": 0,
+            }
+        )
         for j, (a, b) in enumerate([(x0, x0 + 16), (x0 + 16, x0 + 32)]):
             anns.append({"id": 10 * i + j, "image_id": i, "category_id": j + 1, "object_id": 100 + i,
                          "segmentation": [_square(a, y0, b, y0 + 24)], "area": 16 * 24,
                          "bbox": [a, y0, 16, 24], "iscrowd": 0})
-    data = {"images": images, "annotations": anns, "objects": objects,
-            "categories": [{"id": 1, "name": "head", "supercategory": "s"}, {"id": 2, "name": "body", "supercategory": "s"}],
-            "object_categories": [{"id": 7, "name": "thing", "supercategory": "s"}]}
+    data = {
+        "images": images,
+        "annotations": anns,
+        "objects": objects,
+        "categories": [
+            {"id": 1, "name": "head", "supercategory": "s"},
+            {"id": 2, "name": "body", "supercategory": "s"},
+        ],
+        "object_categories": [{"id": 7, "name": "thing", "supercategory": "s"}],
+    }
     json_file = root / "parts.json"
     json_file.write_text(json.dumps(data))
     return str(json_file), str(root), data

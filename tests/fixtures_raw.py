@@ -36,7 +36,14 @@ def partimagenet_split_jsons() -> Dict[str, Dict]:
         "images": [image(1, "n01440764_10029.JPEG"), image(2, "n01443537_1.JPEG"), image(3, "n01443537_2.JPEG")],
         "categories": categories,
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 9, "segmentation": [_sq(2, 2, 8, 8), [0, 0, 1, 1, 2]], "iscrowd": 0, "area": 1},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 9,
+                "segmentation": [_sq(2, 2, 8, 8), [0, 0, 1, 1, 2]],
+                "iscrowd": 0,
+                "area": 1,
+            },
             {"id": 2, "image_id": 1, "category_id": 10, "segmentation": [_sq(10, 2, 16, 8)], "iscrowd": 0, "area": 1},
             {"id": 3, "image_id": 1, "category_id": 10, "segmentation": [_sq(10, 10, 16, 16)], "iscrowd": 0, "area": 1},
             {"id": 4, "image_id": 1, "category_id": 11, "segmentation": [[1, 1, 2, 2]], "iscrowd": 0, "area": 1},
@@ -92,7 +99,11 @@ def write_partimagenet_seg_release(folder: str) -> Dict[str, np.ndarray]:
     """
     rng = np.random.RandomState(0)
     maps = {}
-    for split, stems in {"train": ["n01440764_1", "n01440764_2"], "val": ["n02085620_7"], "test": ["n03792782_3"]}.items():
+    for split, stems in {
+        "train": ["n01440764_1", "n01440764_2"],
+        "val": ["n02085620_7"],
+        "test": ["n03792782_3"],
+    }.items():
         os.makedirs(os.path.join(folder, "images", split), exist_ok=True)
         os.makedirs(os.path.join(folder, "annotations", split), exist_ok=True)
         for stem in stems:
@@ -134,7 +145,9 @@ def _write_anno_mat(path, imname, objects):
         part_arr = (_struct_array([{"part_name": n, "mask": m} for n, m in parts], ["part_name", "mask"])
                     if parts else np.zeros((0, 0)))
         rows.append({"class": cls, "class_ind": cls_ind, "mask": mask, "parts": part_arr})
-    scipy.io.savemat(path, {"anno": {"imname": imname, "objects": _struct_array(rows, ["class", "class_ind", "mask", "parts"])}})
+    scipy.io.savemat(
+        path, {"anno": {"imname": imname, "objects": _struct_array(rows, ["class", "class_ind", "mask", "parts"])}}
+    )
 
 
 def write_pascal_part_release(root: str) -> None:
@@ -202,8 +215,12 @@ def write_pinpp_release(folder: str) -> None:
     cats = [{"id": 1, "name": "x"}, {"id": 2, "name": "y"}, {"id": 3, "name": "z"}]
     data = {
         "n01440764": class_json("n01440764", 10, cats, tench),
-        "n01443537": class_json("n01443537", 3, [{"id": 7, "name": "fin"}],
-                                lambda i: [{"image_id": i, "category_id": 7, "segmentation": [_sq(2, 2, 6, 6)], "iscrowd": 0}]),
+        "n01443537": class_json(
+            "n01443537",
+            3,
+            [{"id": 7, "name": "fin"}],
+            lambda i: [{"image_id": i, "category_id": 7, "segmentation": [_sq(2, 2, 6, 6)], "iscrowd": 0}],
+        ),
     }
     for wnid, d in data.items():
         with open(os.path.join(folder, "json", f"{wnid}.json"), "w") as f:

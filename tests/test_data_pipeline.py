@@ -12,10 +12,10 @@ from part_d2.config import add_part_d2_config
 from part_d2.data.dataset_mapper import PartDatasetMapper, build_lsj_augmentations
 from part_d2.data.image_io import ImageReadError, read_image_checked
 from part_d2.data.object_masks import (
+    AlphaObjectMasks,
     ImperfectObjectMasks,
     PerfectObjectMasks,
     StoredObjectMasks,
-    AlphaObjectMasks,
     build_object_mask_source,
 )
 from part_d2.data.part_json import PartDatasetError, load_part_json

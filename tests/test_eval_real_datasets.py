@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from fixtures_raw import (
     write_cityscapes_parts,
     write_partimagenet_release,
@@ -13,6 +12,7 @@ from fixtures_raw import (
     write_pascal_part_release,
     write_pinpp_release,
 )
+
 from part_d2.data.datasets.cityscapes_parts import prepare_cityscapes_parts
 from part_d2.data.datasets.partimagenet import prepare_partimagenet, prepare_partimagenet_seg
 from part_d2.data.datasets.pascal_part import prepare_pascal_part
@@ -67,7 +67,8 @@ def test_eval_only_on_each_registered_real_dataset(real_root, tmp_path):
         "        'INPUT.MIN_SIZE_TEST', 96, 'INPUT.MAX_SIZE_TEST', 160])\n"
         "    model = PartTrainer.build_model(cfg)\n"
         "    res = PartTrainer.test(cfg, model)\n"
-        "    print('RESULT', name, sorted(k for k in next(iter(res.values())) if k in ('AP', 'AR@10', 'mIoU', 'fwIoU')), flush=True)\n"
+        "    keys = ('AP', 'AR@10', 'mIoU', 'fwIoU')\n"
+        "    print('RESULT', name, sorted(k for k in next(iter(res.values())) if k in keys), flush=True)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)

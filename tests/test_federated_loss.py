@@ -160,6 +160,7 @@ def test_dataset_counts_fall_back_to_records_and_weights_sum_datasets():
 
 def test_pinpp_lvis_image_counts_match_its_records(tmp_path):
     from fixtures_raw import write_pinpp_release
+
     from part_d2.data.datasets.pinpp import prepare_pinpp, register_pinpp
 
     raw, root = str(tmp_path / "raw"), str(tmp_path / "d2")
@@ -277,6 +278,7 @@ def test_tiny_class_aware_cascade_trains_and_infers():
 
 def test_pinpp_config_builds_without_its_data():
     from detectron2.modeling import build_model
+
     from part_d2.engine.setup import load_config
 
     cfg = load_config(PINPP_CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18",

@@ -219,7 +219,11 @@ def test_criterion_losses_and_aux_names(mode):
     assert pred["pred_masks"].grad.abs().sum() > 0
     assert criterion.empty_weight.tolist() == pytest.approx([1.0, 0.1])
     criterion.deep_supervision = False
-    assert set(criterion(outputs, [{"labels": torch.tensor([0]), "masks": masks}])) == {"loss_ce", "loss_mask", "loss_dice"}
+    assert set(criterion(outputs, [{"labels": torch.tensor([0]), "masks": masks}])) == {
+        "loss_ce",
+        "loss_mask",
+        "loss_dice",
+    }
 
 
 def test_criterion_rejects_unknown_point_sampling():

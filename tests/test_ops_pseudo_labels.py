@@ -101,9 +101,20 @@ def test_tool_on_tiny_model(tiny_part_dataset, tmp_path):
     from tools.generate_pseudo_labels import run
 
     json_file, root, _ = tiny_part_dataset
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.MASK_FORMER.DEC_LAYERS", "2", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
-            "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "log"),
-            "DATASETS.PART_JSONS", f"('toolsrc:{json_file}:{root}',)"]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.MASK_FORMER.DEC_LAYERS",
+        "2",
+        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
+        "1",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "OUTPUT_DIR",
+        str(tmp_path / "log"),
+        "DATASETS.PART_JSONS",
+        f"('toolsrc:{json_file}:{root}',)",
+    ]
     cfg = load_config(TINY, opts)
     torch.manual_seed(0)
     weights = str(tmp_path / "tiny.pth")
@@ -133,8 +144,18 @@ def test_tool_with_two_processes_writes_the_same_bytes(tiny_part_dataset, tmp_pa
     import sys
 
     json_file, root, _ = tiny_part_dataset
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.MASK_FORMER.DEC_LAYERS", "2", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
-            "DATALOADER.NUM_WORKERS", "0", "DATASETS.PART_JSONS", f"('twoproc:{json_file}:{root}',)"]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.MASK_FORMER.DEC_LAYERS",
+        "2",
+        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
+        "1",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATASETS.PART_JSONS",
+        f"('twoproc:{json_file}:{root}',)",
+    ]
     torch.manual_seed(0)
     weights = str(tmp_path / "tiny.pth")
     torch.save({"model": build_model(load_config(TINY, opts)).state_dict()}, weights)

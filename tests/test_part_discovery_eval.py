@@ -34,7 +34,13 @@ OTHER_LEG = box(10, 20, 15, 20)  # a leg of a second object
 
 
 def ann(mask, cls, obj):
-    return {"segmentation": mask_to_rle(mask), "category_id": cls, "object_id": obj, "area": float(mask.sum()), "iscrowd": 0}
+    return {
+        "segmentation": mask_to_rle(mask),
+        "category_id": cls,
+        "object_id": obj,
+        "area": float(mask.sum()),
+        "iscrowd": 0,
+    }
 
 
 def record():
@@ -45,7 +51,11 @@ def record():
 def test_merge_parts_per_object():
     anns = [ann(LEG_A, 1, 7), ann(BODY, 0, 7), ann(LEG_B, 1, 7), ann(OTHER_LEG, 1, 8)]
     merged = merge_parts_per_object(anns, H, W)
-    assert [(m["object_id"], m["category_id"], m["area"]) for m in merged] == [(7, 1, 100.0), (7, 0, 100.0), (8, 1, 50.0)]
+    assert [(m["object_id"], m["category_id"], m["area"]) for m in merged] == [
+        (7, 1, 100.0),
+        (7, 0, 100.0),
+        (8, 1, 50.0),
+    ]
 
 
 def test_ar_with_and_without_merged_ground_truth():

@@ -4,11 +4,10 @@ import os
 
 import cv2
 import numpy as np
+from pd_helpers import mini_records, tiny_grouper
 
 from part_d2.data.shards import load_stage_output, read_manifest
 from part_d2.engine.offline import run_pixel_grouping
-
-from pd_helpers import mini_records, tiny_grouper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

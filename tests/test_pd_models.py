@@ -47,7 +47,9 @@ def batch(object_classes=(1, 3), num_parts=3, size=48, agnostic=False):
         masks[1, size // 2 :, size // 3 :] = True
         inst = Instances((size, size))
         inst.gt_masks = BitMasks(masks)
-        inst.gt_classes = torch.zeros(2, dtype=torch.int64) if agnostic else torch.tensor([o * num_parts, o * num_parts + 2])
+        inst.gt_classes = (
+            torch.zeros(2, dtype=torch.int64) if agnostic else torch.tensor([o * num_parts, o * num_parts + 2])
+        )
         out.append({"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8), "instances": inst,
                     "object_category_id": o, "object_mask": masks.any(0)})
     return out
@@ -271,9 +273,16 @@ def test_area_filters_and_config_selection():
         m[y0:y1, x0:x1] = True
         return mask_to_rle(m)
 
-    big = {"image_id": 1, "height": 10, "width": 10, "objects": [{"id": 7, "segmentation": rle(0, 10, 0, 5), "area": 50}],
-           "annotations": [{"object_id": 7, "segmentation": rle(0, 9, 0, 5), "area": 45},
-                           {"object_id": 7, "segmentation": rle(9, 10, 0, 2), "area": 2}]}
+    big = {
+        "image_id": 1,
+        "height": 10,
+        "width": 10,
+        "objects": [{"id": 7, "segmentation": rle(0, 10, 0, 5), "area": 50}],
+        "annotations": [
+            {"object_id": 7, "segmentation": rle(0, 9, 0, 5), "area": 45},
+            {"object_id": 7, "segmentation": rle(9, 10, 0, 2), "area": 2},
+        ],
+    }
     tiny = {"image_id": 2, "height": 10, "width": 10, "objects": [],
             "annotations": [{"segmentation": rle(0, 1, 0, 1)}]}  # object = union of parts: 1% of the image
     kept = filter_by_area_ratios([big, tiny], min_object_ratio=0.01, min_part_ratio=0.05)

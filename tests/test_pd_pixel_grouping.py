@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pd_helpers import mini_records, tiny_grouper
 
 from part_d2.modeling.dense_crf import crop_box, dense_crf, refine_parts_with_crf
 from part_d2.modeling.pixel_grouping import assign_pixels, centroid_scores, labels_to_parts, resize_matrix
 from part_d2.structures.masks import segmentation_to_mask
-
-from pd_helpers import mini_records, tiny_grouper
 
 
 def _two_colour_image(h=24, w=32):

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Instances
+from file_trees import file_tree
+from pd_helpers import mini_records, tiny_grouper
 
 from part_d2.data.object_mask_models import ObjectMaskModel, select_detections
-from part_d2.engine.offline import run_object_masks, run_pixel_grouping
 from part_d2.data.shards import (
     ShardStore,
     assigned_shards,
@@ -18,10 +19,8 @@ from part_d2.data.shards import (
     read_manifest,
     register_stage_output,
 )
+from part_d2.engine.offline import run_object_masks, run_pixel_grouping
 from part_d2.structures.masks import segmentation_to_mask
-
-from file_trees import file_tree
-from pd_helpers import mini_records, tiny_grouper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

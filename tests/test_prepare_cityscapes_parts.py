@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from fixtures_raw import cityscapes_uid_map, write_cityscapes_parts
+
 from part_d2.data.datasets.cityscapes_parts import decode_uids, register_cityscapes_parts
 from part_d2.data.part_json import PartDatasetError
 
@@ -41,7 +41,9 @@ def test_objects_and_parts(prepared):
     objs = sorted((o["category_id"], o["area"]) for o in data["objects"])
     assert objs == [(0, 16.0), (1, 4.0), (2, 25.0)]  # person, rider (no parts), car; the crowd is no object
     person = next(o for o in data["objects"] if o["category_id"] == 0)
-    assert {a["object_id"] for a in data["annotations"] if names[a["category_id"]].startswith("person")} == {person["id"]}
+    assert {a["object_id"] for a in data["annotations"] if names[a["category_id"]].startswith("person")} == {
+        person["id"]
+    }
     assert data["images"][0]["file_name"] == os.path.join("val", "aachen", "aachen_000000_000019_leftImg8bit.png")
     assert cityscapes_uid_map().shape == (data["images"][0]["height"], data["images"][0]["width"])
 
@@ -53,10 +55,19 @@ def test_few_shot_subset_and_registration(prepared):
     with open(os.path.join(prepared, "cityscapes_parts", "cityscapes_parts_train_50pct.json")) as f:
         sub = json.load(f)
     files = sorted(i["file_name"] for i in sub["images"])
-    ordered = sorted(i["file_name"] for i in json.load(open(os.path.join(prepared, "cityscapes_parts", "cityscapes_parts_train.json")))["images"])
+    ordered = sorted(
+        i["file_name"]
+        for i in json.load(open(os.path.join(prepared, "cityscapes_parts", "cityscapes_parts_train.json")))["images"]
+    )
     np.random.RandomState(1234).shuffle(ordered)
     assert files == sorted(ordered[:2])
     assert len(sub["annotations"]) == 2 * 4
-    assert MetadataCatalog.get("cityscapes_parts_val_objects").thing_classes == ["person", "rider", "car", "truck", "bus"]
+    assert MetadataCatalog.get("cityscapes_parts_val_objects").thing_classes == [
+        "person",
+        "rider",
+        "car",
+        "truck",
+        "bus",
+    ]
     with pytest.raises(PartDatasetError, match="--few-shot 1"):
         DatasetCatalog.get("cityscapes_parts_train_1pct_parts")

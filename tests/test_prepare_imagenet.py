@@ -4,8 +4,8 @@ import os
 
 import pytest
 from detectron2.data import DatasetCatalog
-
 from fixtures_raw import write_imagenet
+
 from part_d2.data.datasets.imagenet import attach_object_masks, read_21k_classes, register_imagenet
 from part_d2.data.part_json import PartDatasetError
 from part_d2.structures.masks import mask_to_rle
@@ -22,7 +22,9 @@ def _main(argv):
 
 def test_21k_classes_in_words_order(tmp_path):
     write_imagenet(str(tmp_path))
-    classes = read_21k_classes(str(tmp_path / "imagenet21k" / "words.txt"), str(tmp_path / "imagenet21k" / "synsets.dat"))
+    classes = read_21k_classes(
+        str(tmp_path / "imagenet21k" / "words.txt"), str(tmp_path / "imagenet21k" / "synsets.dat")
+    )
     assert [(c["id"], c["wnid"]) for c in classes] == [(0, "n00000001"), (1, "n01440764"), (2, "n01443537")]
     assert classes[1]["name"] == "tench, Tinca tinca"
 

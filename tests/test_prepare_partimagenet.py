@@ -6,8 +6,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from fixtures_raw import partimagenet_split_jsons, write_partimagenet_release, write_partimagenet_seg_release
+
 from part_d2.data.datasets.partimagenet import convert_partimagenet_split, register_partimagenet
 from part_d2.data.datasets.utils import RepairLog
 from part_d2.data.part_json import PartDatasetError

@@ -4,8 +4,8 @@ import os
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from fixtures_raw import write_pinpp_release
+
 from part_d2.data.datasets.pinpp import frequency_of, register_pinpp
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_partimagenet_pp.py")

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from fixtures_raw import write_pascal_part_release
 from PIL import Image
 
-from fixtures_raw import write_pascal_part_release
 from part_d2.data.datasets.pascal_part import Taxonomy, crop_box, read_pascal_part_mat, register_pascal_part
 from part_d2.data.part_json import PartDatasetError
 from part_d2.structures.masks import segmentation_to_mask

@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader, Dataset
 from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.image_io import ImageReadError
 from part_d2.data.part_json import PartDatasetError, clean_error_message, load_part_json
+from part_d2.data.shards import ShardStore
 from part_d2.engine.offline import finish_stage
 from part_d2.engine.setup import ConfigError, load_config
-from part_d2.data.shards import ShardStore
 from part_d2.structures.masks import mask_to_rle
 
 

@@ -10,7 +10,6 @@ import time
 
 import pytest
 import torch
-
 from file_trees import file_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

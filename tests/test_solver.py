@@ -78,7 +78,9 @@ def test_lazy_adamw_equals_adamw_when_every_row_is_present(weight_decay):
         opt_sparse.step()
         assert sparse.weight.grad.is_sparse  # restored after the step
     torch.testing.assert_close(sparse.weight, dense.weight)
-    torch.testing.assert_close(opt_sparse.state[sparse.weight]["exp_avg_sq"], opt_dense.state[dense.weight]["exp_avg_sq"])
+    torch.testing.assert_close(
+        opt_sparse.state[sparse.weight]["exp_avg_sq"], opt_dense.state[dense.weight]["exp_avg_sq"]
+    )
 
 
 def test_lazy_adamw_leaves_absent_rows_and_their_moments_alone():

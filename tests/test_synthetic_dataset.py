@@ -1,12 +1,13 @@
 import importlib.util
 import json
-from collections import Counter
 import multiprocessing as mp
 import os
+from collections import Counter
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+from file_trees import file_tree
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -24,8 +25,6 @@ from part_d2.data.synthetic.generate import annotate, read_done
 from part_d2.data.synthetic.library import held_out_counts, split_of_classes
 from part_d2.data.synthetic.render import MIN_PART_AREA, RenderedObject, RenderedPart
 from part_d2.structures.masks import segmentation_to_mask
-
-from file_trees import file_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(seed=0, num_images={"train": 12, "val": 12, "test": 12}, image_size=96, multi_object_prob=0.3)

@@ -24,11 +24,11 @@ import part_d2  # noqa: F401  (registers datasets)
 from part_d2.data.image_io import ImageReadError, read_image_checked
 from part_d2.data.object_masks import build_object_mask_source
 from part_d2.data.part_json import PartDatasetError
-from part_d2.utils.io import atomic_write_json
 from part_d2.engine.setup import ConfigError, load_config
 from part_d2.evaluation.oracle_semantic_evaluator import oracle_confusion, parts_view_name, record_gt
 from part_d2.evaluation.semantic_metrics import semantic_metrics
 from part_d2.evaluation.superpixel_baselines import BASELINES, baseline_parts
+from part_d2.utils.io import atomic_write_json
 
 logger = logging.getLogger("part_d2.tools.eval_superpixel_baselines")
 

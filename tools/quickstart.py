@@ -18,9 +18,9 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import part_d2  # noqa: F401
+from part_d2.data.image_io import read_image_checked
 from part_d2.engine import PartTrainer, launch
 from part_d2.engine.predictor import run_demo
-from part_d2.data.image_io import read_image_checked
 from part_d2.engine.setup import load_config
 from part_d2.utils.io import atomic_write_json
 from part_d2.utils.visualization import collage, write_png
@@ -60,8 +60,10 @@ def main(args):
     demo_cfg.freeze()
     demo_dir = os.path.join(cfg.OUTPUT_DIR, "demo")
     run_demo(demo_cfg, files, demo_dir, cfg.TEST.DEMO_CONFIDENCE)
-    overlays = [read_image_checked(os.path.join(demo_dir, f"{os.path.splitext(os.path.basename(f))[0]}_parts.png"), "RGB")
-                for f in files]
+    overlays = [
+        read_image_checked(os.path.join(demo_dir, f"{os.path.splitext(os.path.basename(f))[0]}_parts.png"), "RGB")
+        for f in files
+    ]
     write_png(os.path.join(cfg.OUTPUT_DIR, "demo_collage.png"), collage(overlays, cols=4))
 
     metrics = results[next(iter(results))] if len(results) == 1 else results

@@ -116,7 +116,9 @@ class PartDatasetMapper:
             if not self.skip_bad_images:
                 raise
             self.skipped[type(e).__name__] += 1
-            logger.warning(f"Skipping unreadable training image ({sum(self.skipped.values())} so far in this worker): {e}")
+            logger.warning(
+                f"Skipping unreadable training image ({sum(self.skipped.values())} so far in this worker): {e}"
+            )
             return None
 
     def _map(self, d):

@@ -2,9 +2,8 @@
 import os
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from detectron2.data.detection_utils import convert_PIL_to_numpy
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from part_d2.data.part_json import clean_error_message
 
@@ -60,7 +59,9 @@ def read_alpha_channel(file_name: str) -> np.ndarray:
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")
             if img.mode not in ("RGBA", "LA", "PA"):
-                raise ImageReadError(f"{file_name}: no alpha channel (mode {img.mode}) for the 'rgba' object-mask source")
+                raise ImageReadError(
+                    f"{file_name}: no alpha channel (mode {img.mode}) for the 'rgba' object-mask source"
+                )
             return np.asarray(img.getchannel("A")) > 0
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageReadError(f"{file_name}: cannot decode image ({e})") from None

@@ -171,7 +171,10 @@ def _segm_bbox(segm, height, width) -> List[float]:
     elif isinstance(segm["counts"], list):
         rle = mask_util.frPyObjects(segm, height, width)
     else:
-        rle = {"size": segm["size"], "counts": segm["counts"].encode("ascii") if isinstance(segm["counts"], str) else segm["counts"]}
+        rle = {
+            "size": segm["size"],
+            "counts": segm["counts"].encode("ascii") if isinstance(segm["counts"], str) else segm["counts"],
+        }
     return [float(v) for v in mask_util.toBbox(rle)]
 
 

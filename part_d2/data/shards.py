@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-def assigned_shards(num_shards: int, num_jobs: int = 1, job_id: int = 0, rank: int = 0, world_size: int = 1) -> List[int]:
+def assigned_shards(
+    num_shards: int, num_jobs: int = 1, job_id: int = 0, rank: int = 0, world_size: int = 1
+) -> List[int]:
     """Shards that worker (job ``job_id``, rank ``rank``) computes: round-robin over all workers."""
     if not 0 <= job_id < num_jobs:
         raise ValueError(f"job id {job_id} is not in [0, {num_jobs})")
@@ -104,7 +106,9 @@ def part_json_shard(images: List[Dict], annotations: List[Dict], objects: List[D
         "annotations": annotations,
         "objects": objects,
         "categories": [{"id": i + 1, "name": n, "supercategory": "part"} for i, n in enumerate(part_classes)],
-        "object_categories": [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(object_classes)],
+        "object_categories": [
+            {"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(object_classes)
+        ],
     }
 
 

@@ -11,8 +11,8 @@ import logging
 
 from detectron2.engine import HookBase
 
-from part_d2.engine.offline import rank_parts, run_pixel_grouping
 from part_d2.data.shards import register_stage_output
+from part_d2.engine.offline import rank_parts, run_pixel_grouping
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,6 @@ from part_d2.data.shards import (
     part_json_shard,
     write_manifest,
 )
-from part_d2.utils.io import atomic_write_json, atomic_write_npy
 from part_d2.modeling.part_ranking import (
     PartCentroids,
     cluster_part_modes,
@@ -45,6 +44,7 @@ from part_d2.modeling.part_ranking import (
     object_proposals,
 )
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area, segmentation_to_mask, segmentation_to_rle
+from part_d2.utils.io import atomic_write_json, atomic_write_npy
 
 logger = logging.getLogger(__name__)
 OBJECT_ID_BASE = 10**4
@@ -306,7 +306,9 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
         feats = [f for r in results for f in r.pop("features")]
         dim = next((f.shape[1] for f in feats if len(f)), 0)
         rows = [f for f in feats if len(f)]
-        atomic_write_npy(proposals.path(shard, ".npy"), np.concatenate(rows) if rows else np.zeros((0, dim), np.float32))
+        atomic_write_npy(
+            proposals.path(shard, ".npy"), np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
+        )
         return {"images": results}
 
     run_shards(proposals, records, process_proposals, build_proposals, num_jobs, job_id, "ranking: proposals")

@@ -19,8 +19,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from part_d2.data.part_json import AGNOSTIC_CLASS, read_json
-from part_d2.utils.io import atomic_write_json
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, masks_to_rles, rle_area, segmentation_to_mask
+from part_d2.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

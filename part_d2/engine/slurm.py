@@ -55,7 +55,9 @@ class NodeTask:
         import submitit
 
         argv = self.tool_argv if "--resume" in self.tool_argv else ["--resume"] + self.tool_argv
-        return submitit.helpers.DelayedSubmission(NodeTask(self.tool, argv, self.gpus_per_node, self.num_nodes, self.port))
+        return submitit.helpers.DelayedSubmission(
+            NodeTask(self.tool, argv, self.gpus_per_node, self.num_nodes, self.port)
+        )
 
 
 def submit(tool: str, tool_argv: Sequence[str], *, folder: str, nodes: int, gpus_per_node: int,

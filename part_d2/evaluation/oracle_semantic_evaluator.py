@@ -18,7 +18,12 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
-from part_d2.evaluation.semantic_metrics import confusion_from_label_maps, gt_label_map, oracle_label_map, semantic_metrics
+from part_d2.evaluation.semantic_metrics import (
+    confusion_from_label_maps,
+    gt_label_map,
+    oracle_label_map,
+    semantic_metrics,
+)
 from part_d2.structures.masks import segmentation_to_mask
 
 logger = logging.getLogger(__name__)

@@ -297,7 +297,9 @@ def _gt_arrays(record: Dict) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(G, H, W) GT part masks, (G,) classes and the (H, W) object mask of a record."""
     h, w = record["height"], record["width"]
     anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-    masks = np.stack([segmentation_to_mask(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), bool)
+    masks = (
+        np.stack([segmentation_to_mask(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), bool)
+    )
     classes = np.array([a["category_id"] for a in anns], dtype=np.int64)
     objects = record.get("objects", [])
     if objects:
@@ -420,7 +422,10 @@ class PartDiscoveryEvaluator(DatasetEvaluator):
         metrics.update({f"merged_{k}": v for k, v in merged.items()})
         with_class = [e for e in entries if e["object_class"] >= 0]
         if len(with_class) < len(entries):
-            logger.warning(f"PartDiscoveryEvaluator: {len(entries) - len(with_class)} images without an object class left out of the mIoU")
+            logger.warning(
+                f"PartDiscoveryEvaluator: {len(entries) - len(with_class)} images without an object class "
+                "left out of the mIoU"
+            )
         if with_class and all("modes" in e for e in with_class):
             scores, _ = evaluate_labels(with_class, "modes", self._num_part_modes)
             metrics.update({f"mapped_{k}": v for k, v in scores.items()})

@@ -30,9 +30,9 @@ from detectron2.utils.logger import setup_logger
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.checkpoint import PartCheckpointer
 from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels
-from part_d2.utils.io import atomic_write_json
 from part_d2.engine.setup import load_config
 from part_d2.engine.trainer import PartTrainer
+from part_d2.utils.io import atomic_write_json
 
 logger = logging.getLogger("part_d2.ops_miniature")
 
@@ -56,7 +56,12 @@ SCALES = {
               "dataset": "synthetic_parts_mini"},
 }
 FT_LR_FACTOR = 0.1
-FOUR_CHANNELS = ["MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53, 127.5]", "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375, 127.5]"]
+FOUR_CHANNELS = [
+    "MODEL.PIXEL_MEAN",
+    "[123.675, 116.28, 103.53, 127.5]",
+    "MODEL.PIXEL_STD",
+    "[58.395, 57.12, 57.375, 127.5]",
+]
 
 
 def pre_aware(source: str) -> List[str]:
@@ -199,7 +204,9 @@ def flatten(results: Dict) -> Dict[str, float]:
 def markdown_table(rows: List[Dict]) -> str:
     lines = ["| table | row | AP | AP50 | mIoU | mACC |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['table']} | {r['row']} | {r['AP']:.2f} | {r['AP50']:.2f} | {r['mIoU']:.2f} | {r['mACC']:.2f} |")
+        lines.append(
+            f"| {r['table']} | {r['row']} | {r['AP']:.2f} | {r['AP50']:.2f} | {r['mIoU']:.2f} | {r['mACC']:.2f} |"
+        )
     return "\n".join(lines)
 
 

@@ -132,11 +132,25 @@ def main(argv=None):
     objects = train("pd_objects_R_tiny.yaml", scale["objects"], os.path.join(out, "objects"))
     groups_dir = os.path.join(out, "pixel_groups")
     if not stage_done(groups_dir):
-        run_stage_tool("pd_pixel_grouping", [
-            "--config-file", os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"), "--dataset", pool,
-            "--output", groups_dir, "MODEL.WEIGHTS", objects, "MODEL.DEVICE", "cpu",
-            "OUTPUT_DIR", os.path.join(out, "logs", "pixel_grouping"), "PART_DISTILLATION.PIXEL_GROUPING.IMAGE_SIZE", "160",
-        ])
+        run_stage_tool(
+            "pd_pixel_grouping",
+            [
+                "--config-file",
+                os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"),
+                "--dataset",
+                pool,
+                "--output",
+                groups_dir,
+                "MODEL.WEIGHTS",
+                objects,
+                "MODEL.DEVICE",
+                "cpu",
+                "OUTPUT_DIR",
+                os.path.join(out, "logs", "pixel_grouping"),
+                "PART_DISTILLATION.PIXEL_GROUPING.IMAGE_SIZE",
+                "160",
+            ],
+        )
     register_stage_output("pd_groups", groups_dir)
     proposals = train("pd_proposals_R_tiny.yaml", scale["proposals"], os.path.join(out, "proposals"),
                       ["MODEL.WEIGHTS", objects])

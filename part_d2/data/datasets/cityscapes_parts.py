@@ -22,7 +22,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, register_part_json
-
 from part_d2.utils.io import atomic_write_json
 
 from .utils import RepairLog, dataset_root, instance_from_mask, load_metadata, random_subset
@@ -113,7 +112,9 @@ def prepare_cityscapes_parts(root: Optional[str] = None, splits: Sequence[str] =
                 log.add("label maps without a leftImg8bit image (kept)")
             uids = np.asarray(Image.open(os.path.join(label_dir, rel)))
             image_id = len(out["images"]) + 1
-            out["images"].append({"id": image_id, "file_name": image_rel, "height": uids.shape[0], "width": uids.shape[1]})
+            out["images"].append(
+                {"id": image_id, "file_name": image_rel, "height": uids.shape[0], "width": uids.shape[1]}
+            )
             convert_label_map(uids, image_id, spec, out, log)
         path = os.path.join(base, "cityscapes_parts", f"cityscapes_parts_{split}.json")
         atomic_write_json(path, out)

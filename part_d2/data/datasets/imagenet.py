@@ -19,7 +19,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, read_json
-
 from part_d2.utils.io import atomic_write_json
 
 from .utils import RepairLog, dataset_root, read_lines, register_single_view
@@ -50,7 +49,9 @@ def in1k_to_in21k(in1k_wnids: Sequence[str], classes_21k: List[Dict]) -> List[in
     return [index.get(w, -1) for w in in1k_wnids]
 
 
-def list_images(image_dir: str, classes: List[Dict], include=None, exclude=None, log: Optional[RepairLog] = None) -> Dict:
+def list_images(
+    image_dir: str, classes: List[Dict], include=None, exclude=None, log: Optional[RepairLog] = None
+) -> Dict:
     """A part json with ``images`` only from ``image_dir/<wnid>/*``; image sizes read from headers.
 
     Args:
@@ -91,7 +92,7 @@ def attach_object_masks(part_json: Dict, objects: Dict, log: Optional[RepairLog]
         objects: ``{file_name or str(image_id): [RLE, ...]}`` (COCO RLEs with ``size`` = [H, W]);
             each mask becomes an object of the image's ``object_category_id``.
     """
-    from part_d2.structures.masks import rle_area, segmentation_to_mask, mask_to_bbox
+    from part_d2.structures.masks import mask_to_bbox, rle_area, segmentation_to_mask
 
     log = log or RepairLog("object masks")
     out = dict(part_json, objects=list(part_json.get("objects", [])))
@@ -166,8 +167,18 @@ def register_imagenet(root: Optional[str] = None) -> List[str]:
     """Register ``imagenet1k_train_unlabeled`` and ``imagenet21k_unlabeled`` (objects view)."""
     base = dataset_root(root)
     return [
-        register_single_view("imagenet1k_train_unlabeled", os.path.join(base, "imagenet", "imagenet1k_train_unlabeled.json"),
-                             os.path.join(base, "imagenet1k", "train"), "objects", PREPARE_CMD.format(which="1k")),
-        register_single_view("imagenet21k_unlabeled", os.path.join(base, "imagenet", "imagenet21k_unlabeled.json"),
-                             os.path.join(base, "imagenet21k"), "objects", PREPARE_CMD.format(which="21k")),
+        register_single_view(
+            "imagenet1k_train_unlabeled",
+            os.path.join(base, "imagenet", "imagenet1k_train_unlabeled.json"),
+            os.path.join(base, "imagenet1k", "train"),
+            "objects",
+            PREPARE_CMD.format(which="1k"),
+        ),
+        register_single_view(
+            "imagenet21k_unlabeled",
+            os.path.join(base, "imagenet", "imagenet21k_unlabeled.json"),
+            os.path.join(base, "imagenet21k"),
+            "objects",
+            PREPARE_CMD.format(which="21k"),
+        ),
     ]

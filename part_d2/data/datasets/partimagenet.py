@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, read_json, register_part_json
 from part_d2.structures.masks import mask_to_bbox, segmentation_to_mask, segmentation_to_rle
-
 from part_d2.utils.io import atomic_write_json
 
 from .utils import RepairLog, dataset_root, load_metadata
@@ -56,7 +55,11 @@ def extract_zips(raw: str, work_dir: str) -> List[str]:
         zpath = pending.pop()
         done.add(zpath)
         nested = os.path.abspath(zpath).startswith(os.path.abspath(work_dir) + os.sep)
-        stem = os.path.splitext(zpath)[0] if nested else os.path.join(work_dir, os.path.splitext(os.path.basename(zpath))[0])
+        stem = (
+            os.path.splitext(zpath)[0]
+            if nested
+            else os.path.join(work_dir, os.path.splitext(os.path.basename(zpath))[0])
+        )
         if not os.path.isdir(stem):
             logger.info(f"Extracting {zpath} to {stem}")
             with zipfile.ZipFile(zpath) as zf:
@@ -224,7 +227,9 @@ def convert_partimagenet_split(data: Dict, split: str, json_path: str, log: Repa
                 "id": img_id,
                 "image_id": img_id,
                 "category_id": wnid_index[img["wnid"]],
-                "segmentation": segmentation_to_rle(mask_util.encode(np.asfortranarray(union.astype(np.uint8))), *union.shape),
+                "segmentation": segmentation_to_rle(
+                    mask_util.encode(np.asfortranarray(union.astype(np.uint8))), *union.shape
+                ),
                 "area": float(union.sum()),
                 "bbox": mask_to_bbox(union),
                 "iscrowd": 0,
@@ -338,7 +343,12 @@ def prepare_partimagenet_seg(raw: str, root: Optional[str] = None, splits: Seque
 
 def _find_dir(search_roots: Sequence[str], tail: Sequence[str]) -> Optional[str]:
     hits = sorted(
-        (d for root in search_roots for d, _, _ in os.walk(root) if tuple(os.path.normpath(d).split(os.sep)[-len(tail):]) == tuple(tail)),
+        (
+            d
+            for root in search_roots
+            for d, _, _ in os.walk(root)
+            if tuple(os.path.normpath(d).split(os.sep)[-len(tail) :]) == tuple(tail)
+        ),
         key=lambda d: (d.count(os.sep), d),
     )
     return hits[0] if hits else None

@@ -24,7 +24,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, register_part_json
-
 from part_d2.utils.io import atomic_write_json
 
 from .utils import RepairLog, atomic_save_image, dataset_root, instance_from_mask, load_metadata, read_lines
@@ -211,7 +210,9 @@ def _add_image(tax, imname, objects, split, base, outputs, log, crop_margin, min
         if not merged:
             log.add("objects without any part in the taxonomy (kept as objects)")
         if len(merged) >= min_crop_parts:
-            _add_crop(tax, imname, k, obj, obj_cat, merged, split, base, outputs[(tax.num_classes, "crop")], log, crop_margin)
+            _add_crop(
+                tax, imname, k, obj, obj_cat, merged, split, base, outputs[(tax.num_classes, "crop")], log, crop_margin
+            )
 
 
 def _add_crop(tax, imname, k, obj, obj_cat, merged, split, base, crop_json, log, crop_margin):

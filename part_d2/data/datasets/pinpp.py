@@ -26,7 +26,6 @@ import pycocotools.mask as mask_util
 from tqdm import tqdm
 
 from part_d2.data.part_json import PartDatasetError, read_json, register_part_json
-
 from part_d2.utils.io import atomic_write_json
 
 from .utils import RepairLog, dataset_root, reset_metadata
@@ -289,7 +288,13 @@ def to_lvis(data: Dict, train: Dict) -> Dict:
     ]
     annotations = [{k: a[k] for k in ("id", "image_id", "category_id", "segmentation", "area", "bbox")}
                    for a in data["annotations"]]
-    return {"info": data["info"], "licenses": [], "images": images, "categories": categories, "annotations": annotations}
+    return {
+        "info": data["info"],
+        "licenses": [],
+        "images": images,
+        "categories": categories,
+        "annotations": annotations,
+    }
 
 
 def register_pinpp(root: Optional[str] = None) -> List[str]:

@@ -40,10 +40,9 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from detectron2.config import configurable
 from skimage.morphology import convex_hull_image
 from torch import nn
-
-from detectron2.config import configurable
 
 from part_d2.clustering import batched_kmeans
 

@@ -7,8 +7,8 @@ from .inference import instance_inference
 from .matcher import HungarianMatcher
 from .meta_arch import PartMask2Former, build_criterion
 from .part_classifier import PartDistillationMask2Former
-from .self_supervised import SelfSupervisedPartMask2Former
 from .pixel_decoder import PIXEL_DECODER_REGISTRY, MSDeformAttnPixelDecoder
+from .self_supervised import SelfSupervisedPartMask2Former
 from .transformer_decoder import TRANSFORMER_DECODER_REGISTRY, MultiScaleMaskedTransformerDecoder
 
 __all__ = [

@@ -103,7 +103,9 @@ class PerObjectPartClassifier(nn.Module):
         self.num_object_classes = num_object_classes
         self.num_part_classes = num_part_classes
         bound = 1.0 / math.sqrt(embed_dim)  # nn.Linear's default initialisation range
-        self.weight = nn.Parameter(torch.empty(num_object_classes * num_part_classes, embed_dim).uniform_(-bound, bound))
+        self.weight = nn.Parameter(
+            torch.empty(num_object_classes * num_part_classes, embed_dim).uniform_(-bound, bound)
+        )
         self.bias = nn.Parameter(torch.empty(num_object_classes * num_part_classes).uniform_(-bound, bound))
         self.sparse_grad = sparse_grad
         for p in (self.weight, self.bias):
@@ -193,7 +195,8 @@ class PartDistillationMask2Former(PartMask2Former):
         super().__init__(**kwargs)
         if object_class_source not in OBJECT_CLASS_SOURCES:
             raise ValueError(
-                f"MODEL.PART_DISTILLATION.TEST_OBJECT_CLASS={object_class_source!r}; expected one of {OBJECT_CLASS_SOURCES}"
+                f"MODEL.PART_DISTILLATION.TEST_OBJECT_CLASS={object_class_source!r}; "
+                f"expected one of {OBJECT_CLASS_SOURCES}"
             )
         if object_class_source == "stored" and stored_object_classes is None:
             raise ValueError("TEST_OBJECT_CLASS 'stored' needs MODEL.PART_DISTILLATION.OBJECT_CLASS_JSON")
@@ -264,12 +267,19 @@ class PartDistillationMask2Former(PartMask2Former):
     def object_masks(self, batched_inputs: List[Dict], images: ImageList) -> torch.Tensor:
         """(B, H', W') bool object masks at the padded input resolution: the union of the target
         parts in training, the input's ``object_mask`` (resized) at inference."""
-        out = torch.zeros((len(batched_inputs),) + tuple(images.tensor.shape[-2:]), dtype=torch.bool, device=self.device)
+        out = torch.zeros(
+            (len(batched_inputs),) + tuple(images.tensor.shape[-2:]), dtype=torch.bool, device=self.device
+        )
         for i, (x, (h, w)) in enumerate(zip(batched_inputs, images.image_sizes)):
             if self.training:
                 mask = gt_mask_tensor(x["instances"].to(self.device), h, w).any(0)
             elif "object_mask" in x:
-                mask = F.interpolate(x["object_mask"].to(self.device)[None, None].float(), size=(h, w), mode="nearest")[0, 0] > 0
+                mask = (
+                    F.interpolate(x["object_mask"].to(self.device)[None, None].float(), size=(h, w), mode="nearest")[
+                        0, 0
+                    ]
+                    > 0
+                )
             else:
                 raise ValueError(
                     f"input {x.get('file_name', x.get('image_id'))!r} has no 'object_mask'; object conditioning "
@@ -284,7 +294,9 @@ class PartDistillationMask2Former(PartMask2Former):
         images = self.preprocess_image(batched_inputs)
         condition = None
         if self.object_conditioning is not None:
-            condition = functools.partial(self.object_conditioning, object_masks=self.object_masks(batched_inputs, images))
+            condition = functools.partial(
+                self.object_conditioning, object_masks=self.object_masks(batched_inputs, images)
+            )
         outputs = self.sem_seg_head(self.backbone(images.tensor), condition=condition)
         if self.part_classifier is not None:
             object_classes = self.object_classes(batched_inputs)
