@@ -5,6 +5,9 @@ one-line comment. The keys are grouped by subsystem in private helpers of this f
 each group readable; users call :func:`add_part_d2_config` alone.
 """
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+from part_d2.utils.errors import ConfigError
 
 
 def add_part_d2_config(cfg):
@@ -19,6 +22,26 @@ def add_part_d2_config(cfg):
     _add_ops_config(cfg)
     _add_part_distillation_config(cfg)
     _add_federated_loss_config(cfg)
+    return cfg
+
+
+def load_part_d2_config(config_file: str = "", opts=()):
+    """detectron2's default config + part_d2's keys, merged with a YAML file and KEY VALUE pairs.
+
+    Raises:
+        ConfigError: naming the file and the key, for an unknown key, a bad value or a missing file.
+    """
+    cfg = get_cfg()
+    add_part_d2_config(cfg)
+    try:
+        if config_file:
+            cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as e:  # yacs: KeyError from files, AssertionError from lists
+        where = f"{config_file} or its overrides" if config_file and opts else (config_file or "command-line overrides")
+        raise ConfigError(f"{where}: {e.args[0] if e.args else e}") from None
+    except FileNotFoundError as e:
+        raise ConfigError(f"{config_file}: config file not found ({e})") from None
     return cfg
 
 

@@ -15,9 +15,9 @@ from part_d2.data.part_json import (
     PartDatasetError,
     load_part_json,
     parse_part_json_spec,
-    register_config_part_jsons,
     register_part_json,
 )
+from part_d2.data.shards import register_config_part_jsons
 from part_d2.engine.pseudo_labels import encode_parts, generate_pseudo_labels, pseudo_label_json
 from part_d2.engine.setup import load_config
 from part_d2.structures.masks import segmentation_to_mask

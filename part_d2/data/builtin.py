@@ -7,6 +7,7 @@ files exist, and loading a missing one names the preparation command to run.
 import os
 
 from part_d2.data.part_json import register_part_json
+from part_d2.data.synthetic import ensure_synthetic_parts
 
 SYNTHETIC_SPLITS = ("train", "val", "test")
 
@@ -19,8 +20,6 @@ MINI_NUM_IMAGES = {"train": 48, "val": 12, "test": 12}
 
 
 def _ensure_synthetic(dataset_dir, **kwargs):
-    from part_d2.data.synthetic import ensure_synthetic_parts
-
     ensure_synthetic_parts(dataset_dir, **kwargs)
 
 

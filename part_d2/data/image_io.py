@@ -5,18 +5,9 @@ import numpy as np
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from part_d2.data.part_json import clean_error_message
+from part_d2.utils.errors import ImageReadError
 
-
-class ImageReadError(RuntimeError):
-    """An image file is missing, unreadable or inconsistent with its annotation record.
-
-    Re-raised from a DataLoader worker, it keeps only its message (see
-    :func:`part_d2.data.part_json.clean_error_message`).
-    """
-
-    def __init__(self, message: str = ""):
-        super().__init__(clean_error_message(message) if isinstance(message, str) else message)
+__all__ = ["ImageReadError", "check_image_size", "read_alpha_channel", "read_image_checked"]
 
 
 def _to_8bit_rgb(img: Image.Image) -> Image.Image:

@@ -12,7 +12,9 @@ import logging
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+from detectron2.config import get_cfg
 
+from part_d2.config import add_part_d2_config
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
 
 logger = logging.getLogger(__name__)
@@ -167,10 +169,6 @@ def build_object_mask_model(cfg, record_class_names: Sequence[str] = ()) -> Obje
 
 def load_detic_config(config_file: str, opts=()):
     """detectron2 + part_d2 + CenterNet2 + Detic keys, merged with a Detic YAML and overrides."""
-    from detectron2.config import get_cfg
-
-    from part_d2.config import add_part_d2_config
-
     add_centernet_config, add_detic_config, _ = import_detic()
     cfg = get_cfg()
     add_centernet_config(cfg)

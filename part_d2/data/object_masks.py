@@ -16,10 +16,13 @@ from typing import Callable, Dict, Optional
 
 import cv2
 import numpy as np
+from detectron2.engine import DefaultPredictor
 
+from part_d2.config import load_part_d2_config
 from part_d2.data.image_io import ImageReadError, read_alpha_channel
-from part_d2.data.part_json import PartDatasetError, read_json
 from part_d2.structures.masks import segmentation_to_mask
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +146,9 @@ class ModelObjectMasks(ObjectMaskSource):
     @property
     def predictor(self):
         if self._predictor is None:
-            from part_d2.engine.predictor import build_predictor
-
-            self._predictor = build_predictor(self.config_file, self.weights)
+            cfg = load_part_d2_config(self.config_file, ["MODEL.WEIGHTS", self.weights])
+            cfg.freeze()
+            self._predictor = DefaultPredictor(cfg)  # BGR image array in, detectron2 outputs out
         return self._predictor
 
     def __call__(self, record, image):

@@ -24,65 +24,34 @@ its preparation script and read by :func:`load_part_json` in one of three **labe
 
 Bad annotations are repaired or skipped with a logged count; a missing or malformed json raises
 :class:`PartDatasetError` naming the file.
+
+**Writing** (the one writer, :func:`part_json` + :func:`write_part_json`, used by every preparer,
+generator and stage). Id convention: the reader accepts any integer ids (sorted category ids
+define the contiguous class order). part_d2 writes 1-based ids: images, annotations and objects
+are numbered from 1, and a class with contiguous index ``c`` is written as id ``c + 1``
+(:func:`category_entries`, :func:`image_entry`, :func:`instance_entry`); an unknown image-level
+object class is written as no ``object_category_id`` key. The only exception: preparers of a
+released dataset keep the release's own part-category ids (PartImageNet's 0-39, Pascal-Part's and
+Cityscapes-Panoptic-Parts' taxonomy ids), so its official files and ours name classes alike.
 """
-import json
 import logging
 import os
-import re
 from collections import Counter
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from part_d2.structures.masks import polygon_is_valid
+from part_d2.structures.masks import mask_to_bbox, mask_to_rle, polygon_is_valid, rle_area
+from part_d2.utils.errors import PartDatasetError, clean_error_message  # noqa: F401  (re-exported)
+from part_d2.utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
 LABEL_VIEWS = ("parts", "agnostic", "objects")
 AGNOSTIC_CLASS = "part"
-
-
-_ERROR_NAME = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): ")
-
-
-def clean_error_message(text: str) -> str:
-    """An error message as its user should read it, without a worker's traceback.
-
-    PyTorch re-raises an error of a DataLoader worker with the worker's traceback as its message,
-    and ``mp.spawn`` reports a child's error as a traceback. From such text this returns the
-    message of its last line (``[module.]ErrorName: message`` without the name); a single line
-    loses a leading error name; other text is returned unchanged.
-    """
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if not lines or (len(lines) > 1 and not any("Traceback (most recent call last)" in line for line in lines)):
-        return text
-    return _ERROR_NAME.sub("", lines[-1].strip(), count=1)
-
-
-class PartDatasetError(RuntimeError):
-    """A dataset file is missing or malformed; the message names the file and the problem.
-
-    Re-raised from a DataLoader worker, it keeps only that message (see :func:`clean_error_message`).
-    """
-
-    def __init__(self, message: str = ""):
-        super().__init__(clean_error_message(message) if isinstance(message, str) else message)
-
-
-def read_json(path: str) -> Dict:
-    """Read a json file, raising :class:`PartDatasetError` naming the file on any problem."""
-    if not os.path.isfile(path):
-        raise PartDatasetError(f"{path}: file not found")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise PartDatasetError(f"{path}: malformed or truncated json ({e})") from None
-    except UnicodeDecodeError as e:
-        raise PartDatasetError(f"{path}: not a text json file ({e})") from None
 
 
 def _check_keys(path: str, data: Dict, keys) -> None:
@@ -326,16 +295,69 @@ def parse_part_json_spec(spec: str) -> Dict[str, str]:
     return {"name": name, "json_file": json_file, "image_root": image_root}
 
 
-def register_config_part_jsons(cfg) -> List[str]:
-    """Register every ``DATASETS.PART_JSONS`` entry as ``name_{parts,agnostic,objects}``
-    (idempotent; called by :func:`part_d2.engine.setup.load_config`); returns the names."""
-    from part_d2.data.shards import register_stage_output
+def category_entries(names: Sequence[str], supercategory="part", **extra_fields) -> List[Dict]:
+    """Categories of contiguous classes ``names``: ids 1..N in this order.
 
-    names = []
-    for spec in cfg.DATASETS.PART_JSONS:
-        entry = parse_part_json_spec(spec)
-        if os.path.isdir(entry["json_file"]):
-            names += register_stage_output(entry["name"], entry["json_file"])
-        else:
-            names += register_part_json(entry["name"], entry["json_file"], entry["image_root"])
-    return names
+    Args:
+        supercategory: one name for all, or one per class.
+        extra_fields: per-class lists of further fields (e.g. ``split=[...]``).
+    """
+    supers = [supercategory] * len(names) if isinstance(supercategory, str) else list(supercategory)
+    return [
+        dict({"id": i + 1, "name": n, "supercategory": supers[i]}, **{k: v[i] for k, v in extra_fields.items()})
+        for i, n in enumerate(names)
+    ]
+
+
+def image_entry(image_id: int, file_name: str, height: int, width: int, object_class: Optional[int] = None,
+                **extra) -> Dict:
+    """An image; ``object_class`` is the contiguous image-level object class (written as id
+    ``object_class + 1``; None or negative: unknown, no key)."""
+    entry = dict({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)}, **extra)
+    if object_class is not None and object_class >= 0:
+        entry["object_category_id"] = int(object_class) + 1
+    return entry
+
+
+def instance_entry(ann_id: int, image_id: int, category: int, mask_or_rle, **extra) -> Dict:
+    """A part or object instance of contiguous class ``category`` (written as id ``category + 1``).
+
+    Args:
+        mask_or_rle: (H, W) bool mask (encoded as RLE; area and box computed), or a COCO RLE
+            with str counts (area computed; ``bbox`` must be given in ``extra``).
+        extra: further fields (``object_id``, ``score``, ...).
+    """
+    if isinstance(mask_or_rle, np.ndarray):
+        rle, bbox = mask_to_rle(mask_or_rle), mask_to_bbox(mask_or_rle)
+    else:
+        rle, bbox = mask_or_rle, extra.pop("bbox")
+    return dict({"id": ann_id, "image_id": image_id, "category_id": int(category) + 1, "segmentation": rle,
+                 "area": rle_area(rle), "bbox": bbox, "iscrowd": 0}, **extra)
+
+
+def part_json(images: List[Dict], annotations: List[Dict], categories, objects: Sequence[Dict] = (),
+              object_categories=(), info: Optional[Dict] = None) -> Dict:
+    """The one constructor of a part json (see the module docstring for the format and ids).
+
+    Args:
+        categories / object_categories: class names (ids 1..N in this order, supercategory
+            ``"part"`` / ``"object"``) or ready category dicts (kept as given).
+    """
+    def cats(c, supercategory):
+        c = list(c)
+        return category_entries(c, supercategory) if c and isinstance(c[0], str) else c
+
+    return {
+        "info": dict(info or {}),
+        "images": list(images),
+        "annotations": list(annotations),
+        "categories": cats(categories, "part"),
+        "objects": list(objects),
+        "object_categories": cats(object_categories, "object"),
+    }
+
+
+def write_part_json(path: str, data: Dict) -> None:
+    """Write a part json atomically (canonical bytes: equal content, equal file)."""
+    _check_keys(path, data, ("images", "annotations", "categories"))
+    atomic_write_json(path, data)

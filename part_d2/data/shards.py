@@ -21,8 +21,9 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from part_d2.data.part_json import AGNOSTIC_CLASS, LABEL_VIEWS, PartDatasetError, load_part_json, read_json
-from part_d2.utils.io import atomic_write_json
+from part_d2.data.part_json import AGNOSTIC_CLASS, LABEL_VIEWS, load_part_json, parse_part_json_spec, register_part_json
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -181,3 +182,16 @@ def _set_classes(name: str, root: str, view: str) -> None:
 def _load_registered(name: str, root: str, view: str) -> List[Dict]:
     _set_classes(name, root, view)
     return load_stage_output(root, view)
+
+
+def register_config_part_jsons(cfg) -> List[str]:
+    """Register every ``DATASETS.PART_JSONS`` entry as ``name_{parts,agnostic,objects}``
+    (idempotent; called by :func:`part_d2.engine.setup.load_config`); returns the names."""
+    names = []
+    for spec in cfg.DATASETS.PART_JSONS:
+        entry = parse_part_json_spec(spec)
+        if os.path.isdir(entry["json_file"]):
+            names += register_stage_output(entry["name"], entry["json_file"])
+        else:
+            names += register_part_json(entry["name"], entry["json_file"], entry["image_root"])
+    return names

@@ -15,6 +15,8 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
+from part_d2.utils.errors import ConfigError, ImageReadError, PartDatasetError, clean_error_message
+
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -68,10 +70,6 @@ def launch_tool(main: Callable, args, user_errors: Sequence[type] = ()):
     process or in a spawned one, ends the program with one line ``error: <message>`` on stderr and
     exit status 1 instead of a traceback.
     """
-    from part_d2.data.image_io import ImageReadError
-    from part_d2.data.part_json import PartDatasetError, clean_error_message
-    from part_d2.engine.setup import ConfigError
-
     errors = (ConfigError, PartDatasetError, ImageReadError, ImportError) + tuple(user_errors)
     try:
         return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,

@@ -23,11 +23,15 @@ import zlib
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 import tqdm
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
+from part_d2.data.dataset_mapper import PartDatasetMapper
 from part_d2.data.image_io import read_image_checked
-from part_d2.data.part_json import AGNOSTIC_CLASS, PartDatasetError, read_json
+from part_d2.data.part_json import AGNOSTIC_CLASS
 from part_d2.data.shards import (
     MANIFEST,
     ShardStore,
@@ -36,6 +40,7 @@ from part_d2.data.shards import (
     part_json_shard,
     write_manifest,
 )
+from part_d2.modeling.build import load_part_model
 from part_d2.modeling.part_ranking import (
     PartCentroids,
     cluster_part_modes,
@@ -44,7 +49,8 @@ from part_d2.modeling.part_ranking import (
     object_proposals,
 )
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area, segmentation_to_mask, segmentation_to_rle
-from part_d2.utils.io import atomic_write_json, atomic_write_npy
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import atomic_write_json, atomic_write_npy, read_json
 
 logger = logging.getLogger(__name__)
 OBJECT_ID_BASE = 10**4
@@ -53,8 +59,6 @@ PART_ID_BASE = 10**3
 
 def stage_argument_parser(description: str) -> argparse.ArgumentParser:
     """detectron2's tool arguments plus ``--dataset``, ``--output``, ``--num-jobs``, ``--job-id``."""
-    from detectron2.engine import default_argument_parser
-
     parser = default_argument_parser()
     parser.description = description
     parser.add_argument("--dataset", required=True, help="registered input dataset")
@@ -368,15 +372,8 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
 
 def build_proposal_predictor(cfg, model=None):
     """``record -> Instances`` (CPU, with query_embeddings) of the part-proposal model of ``cfg``."""
-    import torch
-
-    from part_d2.checkpoint import PartCheckpointer
-    from part_d2.data.dataset_mapper import PartDatasetMapper
-    from part_d2.engine.trainer import build_part_model
-
     if model is None:
-        model = build_part_model(cfg)
-        PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(cfg.MODEL.WEIGHTS)
+        model = load_part_model(cfg)
     model = getattr(model, "module", model)
     model.return_query_embeddings = True
     mapper = PartDatasetMapper(cfg, False)
@@ -394,8 +391,6 @@ def build_proposal_predictor(cfg, model=None):
 
 def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, job_id: int = 0) -> bool:
     """Stage 2 on a registered dataset with the proposal model of ``cfg`` (or ``model``)."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     rk, pd = cfg.PART_DISTILLATION.RANKING, cfg.PART_DISTILLATION
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))

@@ -6,11 +6,11 @@ import os
 import numpy as np
 import torch
 import tqdm
+from PIL import Image, ImageOps
 
-from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.dataset_mapper import PartDatasetMapper
 from part_d2.data.image_io import ImageReadError, read_image_checked
-from part_d2.engine.trainer import build_part_model
+from part_d2.modeling.build import load_part_model
 from part_d2.structures.masks import masks_to_rles
 from part_d2.utils.io import atomic_write_json
 from part_d2.utils.visualization import draw_parts, write_png
@@ -33,8 +33,6 @@ def expand_inputs(inputs):
 
 
 def image_size(path):
-    from PIL import Image, ImageOps
-
     try:
         with Image.open(path) as img:
             return ImageOps.exif_transpose(img).size[::-1]
@@ -49,8 +47,7 @@ class PartPredictor:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.model = build_part_model(cfg).eval()
-        PartCheckpointer(self.model, init=cfg.INPUT.OBJECT_MASK.INIT).load(cfg.MODEL.WEIGHTS)
+        self.model = load_part_model(cfg).eval()
         self.mapper = PartDatasetMapper(cfg, False)
 
     @torch.no_grad()
@@ -59,17 +56,6 @@ class PartPredictor:
         inputs = self.mapper({"file_name": path, "height": h, "width": w, "image_id": image_id})
         return inputs, self.model([inputs])[0]
 
-
-
-def build_predictor(config_file: str, weights: str):
-    """detectron2's DefaultPredictor (BGR image array in, outputs out) for any detectron2 model."""
-    from detectron2.engine import DefaultPredictor
-
-    from part_d2.engine.setup import load_config
-
-    cfg = load_config(config_file, ["MODEL.WEIGHTS", weights])
-    cfg.freeze()
-    return DefaultPredictor(cfg)
 
 
 def run_demo(cfg, files, output_dir: str, thresh: float):

@@ -4,7 +4,7 @@
 parts scoring above a threshold; :func:`pseudo_label_json` turns them into a part_d2 part json
 (single category ``part``, the source records' ``objects`` kept so object-mask sources still
 work). Pseudo-labeled data joins training through config alone
-(``DATASETS.PART_JSONS``, see :func:`part_d2.data.part_json.register_config_part_jsons`), e.g.
+(``DATASETS.PART_JSONS``, see :func:`part_d2.data.shards.register_config_part_jsons`), e.g.
 ``DATASETS.PART_JSONS ("pseudo:out/pseudo_labels.json",) DATASETS.TRAIN ("labeled_agnostic", "pseudo_agnostic")``.
 """
 import itertools
@@ -18,9 +18,10 @@ import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
-from part_d2.data.part_json import AGNOSTIC_CLASS, read_json
+from part_d2.data.part_json import AGNOSTIC_CLASS
+from part_d2.engine.trainer import PartTrainer
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, masks_to_rles, rle_area, segmentation_to_mask
-from part_d2.utils.io import atomic_write_json
+from part_d2.utils.io import atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +170,6 @@ def generate_pseudo_labels(
     Returns:
         the json dict on the main process (written atomically to ``output_file``), None elsewhere.
     """
-    from part_d2.engine.trainer import PartTrainer
-
     thresh = cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH if score_thresh is None else score_thresh
     loader = data_loader if data_loader is not None else PartTrainer.build_test_loader(cfg, dataset_name)
     predictions = predict_dataset(model, loader, thresh)

@@ -2,11 +2,9 @@
 import logging
 import weakref
 
-import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
-from detectron2.evaluation import DatasetEvaluators
-from detectron2.modeling import build_model
+from detectron2.evaluation import DatasetEvaluators, LVISEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -14,18 +12,14 @@ from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.build import build_part_train_loader
 from part_d2.data.dataset_mapper import PartDatasetMapper
 from part_d2.data.mixed_loader import build_mixed_train_loader
-from part_d2.modeling.object_aware import attach_post_aware_filter
+from part_d2.evaluation.oracle_semantic_evaluator import OracleSemanticEvaluator
+from part_d2.evaluation.part_discovery import PartDiscoveryEvaluator
+from part_d2.evaluation.part_evaluator import PartEvaluator
+from part_d2.evaluation.sem_seg import InstanceSemSegEvaluator
+from part_d2.modeling.build import build_part_model
 from part_d2.solver.build import build_optimizer
 
 logger = logging.getLogger(__name__)
-
-
-def build_part_model(cfg) -> torch.nn.Module:
-    """detectron2's ``build_model`` plus post-aware filtering when ``TEST.POST_AWARE.ENABLED``."""
-    model = build_model(cfg)
-    if cfg.TEST.POST_AWARE.ENABLED:
-        attach_post_aware_filter(model, cfg.TEST.POST_AWARE.MIN_AREA_FRACTION, cfg.TEST.POST_AWARE.RESCORE)
-    return model
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder=None):
@@ -35,11 +29,7 @@ def build_evaluator(cfg, dataset_name: str, output_folder=None):
     when ``TEST.PART_EVAL.ORACLE_SEMANTIC``; ``TEST.PART_DISCOVERY.ENABLED`` selects
     PartDistillation's :class:`PartDiscoveryEvaluator` instead.
     """
-    from part_d2.evaluation import PartEvaluator
-
     if cfg.TEST.PART_DISCOVERY.ENABLED:
-        from part_d2.evaluation.part_discovery import PartDiscoveryEvaluator
-
         return PartDiscoveryEvaluator(cfg, dataset_name)
     meta = MetadataCatalog.get(dataset_name)
     kind = getattr(meta, "evaluator_type", "part")
@@ -52,16 +42,10 @@ def build_evaluator(cfg, dataset_name: str, output_folder=None):
         )
         if not cfg.TEST.PART_EVAL.ORACLE_SEMANTIC:
             return evaluator
-        from part_d2.evaluation.oracle_semantic_evaluator import OracleSemanticEvaluator
-
         return DatasetEvaluators([evaluator, OracleSemanticEvaluator(cfg, dataset_name)])
     if kind == "sem_seg":
-        from part_d2.evaluation.sem_seg import InstanceSemSegEvaluator
-
         return InstanceSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
     if kind == "lvis":
-        from detectron2.evaluation import LVISEvaluator
-
         return LVISEvaluator(dataset_name, ("segm",), True, output_folder)
     raise ValueError(f"dataset '{dataset_name}' has evaluator_type={kind!r}, which part_d2 does not handle")
 

@@ -25,6 +25,7 @@ from detectron2.config import configurable
 from detectron2.structures import ImageList
 
 from part_d2.clustering.kmeans import batched_kmeans
+from part_d2.modeling.build import load_part_model
 from part_d2.modeling.dense_crf import refine_parts_with_crf
 
 logger = logging.getLogger(__name__)
@@ -205,11 +206,7 @@ class PixelGrouper:
         """``backbone`` defaults to that of ``build_part_model(cfg)`` with ``MODEL.WEIGHTS`` loaded."""
         pg = cfg.PART_DISTILLATION.PIXEL_GROUPING
         if backbone is None:
-            from part_d2.checkpoint import PartCheckpointer
-            from part_d2.engine.trainer import build_part_model
-
-            model = build_part_model(cfg)
-            PartCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+            model = load_part_model(cfg)
             backbone = select_backbone(model, pg.FEATURE_KEYS)
         crf = None
         if pg.CRF.ENABLED:

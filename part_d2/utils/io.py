@@ -1,4 +1,5 @@
-"""Atomic, deterministic file writes: the one way part_d2 writes its outputs.
+"""json reading with file-naming errors, and atomic, deterministic file writes: the one way part_d2
+writes its outputs.
 
 A file that exists is complete: data goes to ``<path>.tmp<pid>`` next to the target, is flushed to
 disk and renamed into place, so a killed job never leaves a truncated file under the final name
@@ -9,6 +10,8 @@ import json
 import os
 
 import numpy as np
+
+from part_d2.utils.errors import PartDatasetError
 
 
 def canonical_json(obj) -> bytes:
@@ -42,3 +45,16 @@ def atomic_write_npy(path: str, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: str):
+    """Read a json file, raising :class:`PartDatasetError` naming the file on any problem."""
+    if not os.path.isfile(path):
+        raise PartDatasetError(f"{path}: file not found")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise PartDatasetError(f"{path}: malformed or truncated json ({e})") from None
+    except UnicodeDecodeError as e:
+        raise PartDatasetError(f"{path}: not a text json file ({e})") from None

@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from part_d2.data.part_json import PartDatasetError, register_part_json
+from part_d2.data.part_json import register_part_json
+from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json
 
 from .utils import RepairLog, dataset_root, instance_from_mask, load_metadata, random_subset

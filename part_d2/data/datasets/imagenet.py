@@ -18,8 +18,9 @@ from typing import Dict, List, Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from part_d2.data.part_json import PartDatasetError, read_json
-from part_d2.utils.io import atomic_write_json
+from part_d2.structures.masks import mask_to_bbox, rle_area, segmentation_to_mask
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import atomic_write_json, read_json
 
 from .utils import RepairLog, dataset_root, read_lines, register_single_view
 
@@ -92,8 +93,6 @@ def attach_object_masks(part_json: Dict, objects: Dict, log: Optional[RepairLog]
         objects: ``{file_name or str(image_id): [RLE, ...]}`` (COCO RLEs with ``size`` = [H, W]);
             each mask becomes an object of the image's ``object_category_id``.
     """
-    from part_d2.structures.masks import mask_to_bbox, rle_area, segmentation_to_mask
-
     log = log or RepairLog("object masks")
     out = dict(part_json, objects=list(part_json.get("objects", [])))
     next_id = max((o["id"] for o in out["objects"]), default=0) + 1

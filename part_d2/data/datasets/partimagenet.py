@@ -22,9 +22,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from tqdm import tqdm
 
-from part_d2.data.part_json import PartDatasetError, read_json, register_part_json
+from part_d2.data.part_json import register_part_json
 from part_d2.structures.masks import mask_to_bbox, segmentation_to_mask, segmentation_to_rle
-from part_d2.utils.io import atomic_write_json
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import atomic_write_json, read_json
 
 from .utils import RepairLog, dataset_root, load_metadata
 

@@ -25,8 +25,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import pycocotools.mask as mask_util
 from tqdm import tqdm
 
-from part_d2.data.part_json import PartDatasetError, read_json, register_part_json
-from part_d2.utils.io import atomic_write_json
+from part_d2.data.part_json import register_part_json
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import atomic_write_json, read_json
 
 from .utils import RepairLog, dataset_root, reset_metadata
 

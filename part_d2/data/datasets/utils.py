@@ -8,8 +8,10 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from part_d2.data.part_json import PartDatasetError, load_part_json, read_json
+from part_d2.data.part_json import load_part_json
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import read_json
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image
 
-from part_d2.data.part_json import PartDatasetError
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, masks_to_rles
+from part_d2.utils.errors import PartDatasetError
 
 from .library import SPLITS, PartLibrary, load_library
 from .render import RenderedObject, render_image

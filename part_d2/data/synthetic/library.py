@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from part_d2.data.part_json import PartDatasetError, read_json
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import read_json
 
 SPLITS = ("train", "val", "test")
 # Fractions of the classes of each supercategory held out as unseen val / test classes.

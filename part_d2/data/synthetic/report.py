@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from part_d2.data.part_json import read_json
 from part_d2.structures.masks import segmentation_to_mask
+from part_d2.utils.io import read_json
 
 from .generate import annotation_paths, image_root
 

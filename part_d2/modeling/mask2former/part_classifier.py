@@ -41,8 +41,9 @@ from detectron2.structures import ImageList
 from detectron2.utils import comm
 from torch import nn
 
-from part_d2.data.part_json import PartDatasetError, read_json
 from part_d2.solver.build import NO_DECAY_ATTR, SPARSE_GRAD_ATTR
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import read_json
 
 from .meta_arch import PartMask2Former, gt_mask_tensor
 from .object_conditioning import FeatureObjectConditioning

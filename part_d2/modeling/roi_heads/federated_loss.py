@@ -21,7 +21,8 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 from torch.nn import functional as F
 
-from part_d2.data.part_json import PartDatasetError, read_json
+from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.io import read_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,27 @@
+"""Building part_d2 models: the one way to get a model from a config, with or without its weights."""
+import logging
+from typing import Optional
+
+import torch
+from detectron2.modeling import build_model
+
+from part_d2.checkpoint import PartCheckpointer
+from part_d2.modeling.object_aware import attach_post_aware_filter
+
+logger = logging.getLogger(__name__)
+
+
+def build_part_model(cfg) -> torch.nn.Module:
+    """detectron2's ``build_model`` plus post-aware filtering when ``TEST.POST_AWARE.ENABLED``."""
+    model = build_model(cfg)
+    if cfg.TEST.POST_AWARE.ENABLED:
+        attach_post_aware_filter(model, cfg.TEST.POST_AWARE.MIN_AREA_FRACTION, cfg.TEST.POST_AWARE.RESCORE)
+    return model
+
+
+def load_part_model(cfg, weights: Optional[str] = None) -> torch.nn.Module:
+    """:func:`build_part_model` with ``weights`` (default ``MODEL.WEIGHTS``) loaded by
+    :class:`PartCheckpointer` (a 3-channel input conv widened per ``INPUT.OBJECT_MASK.INIT``)."""
+    model = build_part_model(cfg)
+    PartCheckpointer.from_config(cfg, model).load(cfg.MODEL.WEIGHTS if weights is None else weights)
+    return model
