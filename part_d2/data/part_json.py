@@ -28,11 +28,12 @@ Bad annotations are repaired or skipped with a logged count; a missing or malfor
 **Writing** (the one writer, :func:`part_json` + :func:`write_part_json`, used by every preparer,
 generator and stage). Id convention: the reader accepts any integer ids (sorted category ids
 define the contiguous class order). part_d2 writes 1-based ids: images, annotations and objects
-are numbered from 1, and a class with contiguous index ``c`` is written as id ``c + 1``
-(:func:`category_entries`, :func:`image_entry`, :func:`instance_entry`); an unknown image-level
-object class is written as no ``object_category_id`` key. The only exception: preparers of a
-released dataset keep the release's own part-category ids (PartImageNet's 0-39, Pascal-Part's and
-Cityscapes-Panoptic-Parts' taxonomy ids), so its official files and ours name classes alike.
+are numbered from 1, and a class with contiguous index ``c`` is written as id :func:`class_id`
+``(c) = c + 1`` (:func:`category_entries`); an unknown image-level object class is written as no
+``object_category_id`` key. The one exception: preparers of a released dataset keep the release's
+own category ids (PartImageNet's part ids 0-39, ImageNet class indices, the Pascal-Part and
+Cityscapes-Panoptic-Parts taxonomies in ``part_d2/data/metadata``), so that its official files
+and ours name classes alike.
 """
 import logging
 import os
@@ -40,11 +41,17 @@ from collections import Counter
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from part_d2.structures.masks import mask_to_bbox, mask_to_rle, polygon_is_valid, rle_area
+from part_d2.structures.masks import (
+    mask_to_bbox,
+    mask_to_rle,
+    polygon_is_valid,
+    rle_area,
+    segmentation_area,
+    segmentation_bbox,
+)
 from part_d2.utils.errors import PartDatasetError, clean_error_message  # noqa: F401  (re-exported)
 from part_d2.utils.io import atomic_write_json, read_json
 
@@ -81,16 +88,12 @@ def _clean_segmentation(segm, height: int, width: int, stats: Counter):
             polys.append(arr.reshape(-1).tolist())
         if not polys:
             return None, 0.0
-        area = float(mask_util.area(mask_util.merge(mask_util.frPyObjects(polys, height, width))))
-        return polys, area
+        return polys, segmentation_area(polys, height, width)
     if isinstance(segm, dict) and "counts" in segm and "size" in segm:
         if list(segm["size"]) != [height, width]:
             stats["RLEs whose size differs from the image (dropped)"] += 1
             return None, 0.0
-        rle = mask_util.frPyObjects(segm, height, width) if isinstance(segm["counts"], list) else segm
-        if isinstance(rle["counts"], str):
-            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        return segm, float(mask_util.area(rle))
+        return segm, segmentation_area(segm, height, width)
     stats["unreadable segmentations (dropped)"] += 1
     return None, 0.0
 
@@ -118,7 +121,7 @@ def _instances(path, anns, images, cat_map, stats, min_area, kind):
         if area < min_area:
             stats[f"{kind} smaller than {min_area} px (dropped)"] += 1
             continue
-        bbox = _segm_bbox(segm, img["height"], img["width"])
+        bbox = segmentation_bbox(segm, img["height"], img["width"])
         by_image.setdefault(img["id"], []).append(
             {
                 "id": ann.get("id"),
@@ -132,19 +135,6 @@ def _instances(path, anns, images, cat_map, stats, min_area, kind):
             }
         )
     return by_image
-
-
-def _segm_bbox(segm, height, width) -> List[float]:
-    if isinstance(segm, list):
-        rle = mask_util.merge(mask_util.frPyObjects(segm, height, width))
-    elif isinstance(segm["counts"], list):
-        rle = mask_util.frPyObjects(segm, height, width)
-    else:
-        rle = {
-            "size": segm["size"],
-            "counts": segm["counts"].encode("ascii") if isinstance(segm["counts"], str) else segm["counts"],
-        }
-    return [float(v) for v in mask_util.toBbox(rle)]
 
 
 def load_part_json(
@@ -309,18 +299,23 @@ def category_entries(names: Sequence[str], supercategory="part", **extra_fields)
     ]
 
 
-def image_entry(image_id: int, file_name: str, height: int, width: int, object_class: Optional[int] = None,
+def class_id(contiguous: int) -> int:
+    """The id part_d2 writes for the class of contiguous index ``contiguous`` (0-based): ``+ 1``."""
+    return int(contiguous) + 1
+
+
+def image_entry(image_id: int, file_name: str, height: int, width: int, object_category_id: Optional[int] = None,
                 **extra) -> Dict:
-    """An image; ``object_class`` is the contiguous image-level object class (written as id
-    ``object_class + 1``; None or negative: unknown, no key)."""
+    """An image; ``object_category_id`` is the written id of its image-level object class (None:
+    unknown, no key)."""
     entry = dict({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)}, **extra)
-    if object_class is not None and object_class >= 0:
-        entry["object_category_id"] = int(object_class) + 1
+    if object_category_id is not None:
+        entry["object_category_id"] = int(object_category_id)
     return entry
 
 
-def instance_entry(ann_id: int, image_id: int, category: int, mask_or_rle, **extra) -> Dict:
-    """A part or object instance of contiguous class ``category`` (written as id ``category + 1``).
+def instance_entry(ann_id: int, image_id: int, category_id: int, mask_or_rle, **extra) -> Dict:
+    """A part or object instance of category ``category_id`` (the written id).
 
     Args:
         mask_or_rle: (H, W) bool mask (encoded as RLE; area and box computed), or a COCO RLE
@@ -331,17 +326,18 @@ def instance_entry(ann_id: int, image_id: int, category: int, mask_or_rle, **ext
         rle, bbox = mask_to_rle(mask_or_rle), mask_to_bbox(mask_or_rle)
     else:
         rle, bbox = mask_or_rle, extra.pop("bbox")
-    return dict({"id": ann_id, "image_id": image_id, "category_id": int(category) + 1, "segmentation": rle,
+    return dict({"id": ann_id, "image_id": image_id, "category_id": int(category_id), "segmentation": rle,
                  "area": rle_area(rle), "bbox": bbox, "iscrowd": 0}, **extra)
 
 
 def part_json(images: List[Dict], annotations: List[Dict], categories, objects: Sequence[Dict] = (),
-              object_categories=(), info: Optional[Dict] = None) -> Dict:
+              object_categories=(), info: Optional[Dict] = None, **extra) -> Dict:
     """The one constructor of a part json (see the module docstring for the format and ids).
 
     Args:
         categories / object_categories: class names (ids 1..N in this order, supercategory
             ``"part"`` / ``"object"``) or ready category dicts (kept as given).
+        extra: further top-level keys (e.g. PartImageNet++'s ``part_inclusions``).
     """
     def cats(c, supercategory):
         c = list(c)
@@ -354,6 +350,7 @@ def part_json(images: List[Dict], annotations: List[Dict], categories, objects: 
         "categories": cats(categories, "part"),
         "objects": list(objects),
         "object_categories": cats(object_categories, "object"),
+        **extra,
     }
 
 

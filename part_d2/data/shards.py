@@ -98,21 +98,6 @@ def read_manifest(root: str) -> Dict:
     return read_json(path)
 
 
-def part_json_shard(images: List[Dict], annotations: List[Dict], objects: List[Dict],
-                    part_classes: Sequence[str], object_classes: Sequence[str], info: Dict) -> Dict:
-    """A part json of one shard; categories get ids 1..N in the given order."""
-    return {
-        "info": info,
-        "images": images,
-        "annotations": annotations,
-        "objects": objects,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "part"} for i, n in enumerate(part_classes)],
-        "object_categories": [
-            {"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(object_classes)
-        ],
-    }
-
-
 def shard_store_of(root: str) -> ShardStore:
     """The store of a finished stage output (from its manifest)."""
     m = read_manifest(root)

@@ -31,13 +31,12 @@ from detectron2.utils import comm
 
 from part_d2.data.dataset_mapper import PartDatasetMapper
 from part_d2.data.image_io import read_image_checked
-from part_d2.data.part_json import AGNOSTIC_CLASS
+from part_d2.data.part_json import AGNOSTIC_CLASS, class_id, image_entry, instance_entry, part_json
 from part_d2.data.shards import (
     MANIFEST,
     ShardStore,
     assigned_shards,
     object_masks_of,
-    part_json_shard,
     write_manifest,
 )
 from part_d2.modeling.build import load_part_model
@@ -48,7 +47,7 @@ from part_d2.modeling.part_ranking import (
     mode_names,
     object_proposals,
 )
-from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area, segmentation_to_mask, segmentation_to_rle
+from part_d2.structures.masks import mask_to_bbox, mask_to_rle, segmentation_to_mask, segmentation_to_rle
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, atomic_write_npy, read_json
 
@@ -149,22 +148,12 @@ def finish_stage(store: ShardStore, manifest: Dict, extra: Optional[Callable[[],
     return True
 
 
-def image_entry(index: int, record: Dict, object_category_id: Optional[int]) -> Dict:
-    entry = {"id": index + 1, "file_name": record["file_name"], "height": int(record["height"]),
-             "width": int(record["width"])}
-    if record.get("image_id") is not None:
-        entry["source_image_id"] = record["image_id"]
-    if object_category_id is not None and object_category_id >= 0:
-        entry["object_category_id"] = int(object_category_id) + 1
-    return entry
-
-
-def instance_entry(ann_id: int, image_id: int, category: int, mask_or_rle, **extra) -> Dict:
-    """A part json instance; ``category`` is the 0-based class (stored as ``category + 1``)."""
-    rle = mask_to_rle(mask_or_rle) if isinstance(mask_or_rle, np.ndarray) else mask_or_rle
-    bbox = mask_to_bbox(mask_or_rle) if isinstance(mask_or_rle, np.ndarray) else extra.pop("bbox")
-    return dict({"id": ann_id, "image_id": image_id, "category_id": int(category) + 1, "segmentation": rle,
-                 "area": rle_area(rle), "bbox": bbox, "iscrowd": 0}, **extra)
+def _image(index: int, record: Dict, object_class: Optional[int]) -> Dict:
+    """The part-json image of the ``index``-th input record (id ``index + 1``)."""
+    extra = {} if record.get("image_id") is None else {"source_image_id": record["image_id"]}
+    known = object_class is not None and object_class >= 0
+    return image_entry(index + 1, record["file_name"], record["height"], record["width"],
+                       class_id(object_class) if known else None, **extra)
 
 
 def _shard_builder(store: ShardStore, part_classes, object_classes, stage: str):
@@ -174,8 +163,7 @@ def _shard_builder(store: ShardStore, part_classes, object_classes, stage: str):
             images.append(r["image"])
             anns += r.get("annotations", [])
             objects += r.get("objects", [])
-        return part_json_shard(images, anns, objects, part_classes, object_classes,
-                               {"stage": stage, "shard": shard})
+        return part_json(images, anns, part_classes, objects, object_classes, {"stage": stage, "shard": shard})
     return build
 
 
@@ -214,8 +202,8 @@ def run_object_masks(model, records: Sequence[Dict], output: str, shard_size: in
             o = dict(o)
             seg = o.pop("segmentation")
             cat = o.pop("category_id")
-            entries.append(instance_entry((i + 1) * OBJECT_ID_BASE + j, i + 1, cat, seg, **o))
-        return {"image": image_entry(i, record, own), "objects": entries}
+            entries.append(instance_entry((i + 1) * OBJECT_ID_BASE + j, i + 1, class_id(cat), seg, **o))
+        return {"image": _image(i, record, own), "objects": entries}
 
     run_shards(store, records, process, _shard_builder(store, [], names, "object_masks"), num_jobs, job_id,
                "object masks")
@@ -251,14 +239,14 @@ def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size
         objects, anns = [], []
         for j, (o, m, p) in enumerate(zip(objs, masks, parts)):
             oid = (i + 1) * OBJECT_ID_BASE + j
-            objects.append(instance_entry(oid, i + 1, o["category_id"], segmentation_to_rle(o["segmentation"], h, w),
-                                          bbox=mask_to_bbox(m)))
+            rle = segmentation_to_rle(o["segmentation"], h, w)
+            objects.append(instance_entry(oid, i + 1, class_id(o["category_id"]), rle, bbox=mask_to_bbox(m)))
             if p is None:
                 skipped["objects without pixels at feature resolution"] += 1
                 continue
-            anns += [instance_entry(oid * PART_ID_BASE + k, i + 1, 0, pm, object_id=oid)
+            anns += [instance_entry(oid * PART_ID_BASE + k, i + 1, class_id(0), pm, object_id=oid)
                      for k, pm in enumerate(p) if pm.any()]
-        return {"image": image_entry(i, record, record.get("object_category_id")), "objects": objects,
+        return {"image": _image(i, record, record.get("object_category_id")), "objects": objects,
                 "annotations": anns}
 
     run_shards(store, records, process, _shard_builder(store, [AGNOSTIC_CLASS], object_classes, "pixel_grouping"),
@@ -304,7 +292,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                          "segmentation": segmentation_to_rle(o["segmentation"], h, w),
                          "proposals": [mask_to_rle(s) for s in segs], "scores": [float(s) for s in scores]})
             feats.append(np.asarray(f, np.float32))
-        return {"image": image_entry(i, record, record.get("object_category_id")), "objects": objs, "features": feats}
+        return {"image": _image(i, record, record.get("object_category_id")), "objects": objs, "features": feats}
 
     def build_proposals(shard, results):
         feats = [f for r in results for f in r.pop("features")]
@@ -345,7 +333,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
             h, w = image["height"], image["width"]
             for o in r["objects"]:
                 oid = image["id"] * OBJECT_ID_BASE + o["object"]
-                objects.append(instance_entry(oid, image["id"], o["class"], o["segmentation"],
+                objects.append(instance_entry(oid, image["id"], class_id(o["class"]), o["segmentation"],
                                               bbox=mask_to_bbox(segmentation_to_mask(o["segmentation"], h, w))))
                 n = len(o["scores"])
                 if n == 0:
@@ -354,11 +342,11 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                 probs = centroids.probabilities(feats[row: row + n], o["class"], faithful)
                 row += n
                 masks, modes, scores = label_segments(segs, np.asarray(o["scores"]), probs)
-                anns += [instance_entry(oid * PART_ID_BASE + p, image["id"], o["class"] * num_modes + m, mk,
+                anns += [instance_entry(oid * PART_ID_BASE + p, image["id"], class_id(o["class"] * num_modes + m), mk,
                                         object_id=oid, score=float(sc))
                          for p, (mk, m, sc) in enumerate(zip(masks, modes, scores))]
-        return part_json_shard(images, anns, objects, mode_names(object_classes, num_modes), object_classes,
-                               {"stage": "part_ranking", "shard": shard})
+        return part_json(images, anns, mode_names(object_classes, num_modes), objects, object_classes,
+                         {"stage": "part_ranking", "shard": shard})
 
     todo = _todo(store, num_jobs, job_id)
     for s in tqdm.tqdm(todo, desc="ranking: labels", disable=comm.get_local_rank() != 0 or not todo):

@@ -18,15 +18,22 @@ import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
-from part_d2.data.part_json import AGNOSTIC_CLASS
+from part_d2.data.part_json import (
+    AGNOSTIC_CLASS,
+    category_entries,
+    class_id,
+    image_entry,
+    instance_entry,
+    part_json,
+    write_part_json,
+)
 from part_d2.engine.trainer import PartTrainer
-from part_d2.structures.masks import mask_to_bbox, mask_to_rle, masks_to_rles, rle_area, segmentation_to_mask
-from part_d2.utils.io import atomic_write_json, read_json
+from part_d2.structures.masks import mask_to_bbox, masks_to_rles, rle_area, segmentation_to_mask
+from part_d2.utils.io import read_json
 
 logger = logging.getLogger(__name__)
 
 PSEUDO_LABEL_FILE = "pseudo_labels.json"
-PART_CATEGORY_ID = 1
 
 
 def _relative_file_name(file_name: str, image_root: str) -> str:
@@ -37,23 +44,10 @@ def _relative_file_name(file_name: str, image_root: str) -> str:
 
 def _object_entries(record: Dict, start_id: int) -> List[Dict]:
     """The record's objects as part-json objects (RLE segmentations, ids from ``start_id``)."""
-    objects = []
     h, w = record["height"], record["width"]
-    for i, obj in enumerate(record.get("objects", [])):
-        mask = segmentation_to_mask(obj["segmentation"], h, w)
-        rle = mask_to_rle(mask)
-        objects.append(
-            {
-                "id": start_id + i,
-                "image_id": record["image_id"],
-                "category_id": int(obj["category_id"]),
-                "segmentation": rle,
-                "area": rle_area(rle),
-                "bbox": mask_to_bbox(mask),
-                "iscrowd": int(obj.get("iscrowd", 0)),
-            }
-        )
-    return objects
+    return [instance_entry(start_id + i, record["image_id"], class_id(obj["category_id"]),
+                           segmentation_to_mask(obj["segmentation"], h, w), iscrowd=int(obj.get("iscrowd", 0)))
+            for i, obj in enumerate(record.get("objects", []))]
 
 
 def pseudo_label_json(
@@ -82,15 +76,9 @@ def pseudo_label_json(
     """
     images, annotations, objects = [], [], []
     for rec in records:
-        images.append(
-            {
-                "id": rec["image_id"],
-                "file_name": _relative_file_name(rec["file_name"], image_root),
-                "height": rec["height"],
-                "width": rec["width"],
-                "object_category_id": rec.get("object_category_id", -1),
-            }
-        )
+        obj_class = rec.get("object_category_id", -1)
+        images.append(image_entry(rec["image_id"], _relative_file_name(rec["file_name"], image_root), rec["height"],
+                                  rec["width"], class_id(obj_class) if obj_class >= 0 else None))
         objects += _object_entries(rec, start_id=len(objects) + 1)
         pred = predictions.get(rec["image_id"])
         if pred is None:
@@ -98,17 +86,12 @@ def pseudo_label_json(
         for part in pred:
             if part["score"] > score_thresh:
                 annotations.append(
-                    dict(part, id=len(annotations) + 1, image_id=rec["image_id"], category_id=PART_CATEGORY_ID)
+                    dict(part, id=len(annotations) + 1, image_id=rec["image_id"], category_id=class_id(0))
                 )
-    return {
-        "info": {"description": f"pseudo part labels of {source}", "image_root": image_root,
-                 "score_thresh": score_thresh, "source": source, "weights": weights},
-        "images": images,
-        "categories": [{"id": PART_CATEGORY_ID, "name": AGNOSTIC_CLASS, "supercategory": AGNOSTIC_CLASS}],
-        "annotations": annotations,
-        "object_categories": [{"id": i, "name": n, "supercategory": n} for i, n in enumerate(object_classes)],
-        "objects": objects,
-    }
+    info = {"description": f"pseudo part labels of {source}", "image_root": image_root,
+            "score_thresh": score_thresh, "source": source, "weights": weights}
+    return part_json(images, annotations, category_entries([AGNOSTIC_CLASS], AGNOSTIC_CLASS), objects,
+                     category_entries(list(object_classes), list(object_classes)), info)
 
 
 def encode_parts(masks: np.ndarray, scores: np.ndarray) -> List[Dict]:
@@ -183,7 +166,7 @@ def generate_pseudo_labels(
         records, merged, thresh, image_root=meta.get("image_root", ""),
         object_classes=meta.get("object_classes", []), source=dataset_name, weights=cfg.MODEL.WEIGHTS,
     )
-    atomic_write_json(output_file, data)
+    write_part_json(output_file, data)
     logger.info(
         f"Wrote {len(data['annotations'])} pseudo-labeled parts (score > {thresh}) of "
         f"{len(data['images'])} images of {dataset_name} to {output_file}"

@@ -40,7 +40,6 @@ from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -52,7 +51,13 @@ from part_d2.clustering.kmeans import kmeans
 from part_d2.data.part_json import load_part_json
 from part_d2.evaluation.coco_eval import EvalParams, evaluate_coco, summarize
 from part_d2.evaluation.semantic_metrics import gt_label_map, pred_label_map
-from part_d2.structures.masks import masks_to_rles, rle_area, segmentation_to_mask, segmentation_to_rle
+from part_d2.structures.masks import (
+    masks_to_rles,
+    rle_area,
+    segmentation_to_mask,
+    segmentation_to_rle,
+    segmentations_union,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +80,7 @@ def merge_parts_per_object(annotations: List[Dict], height: int, width: int) -> 
         groups.setdefault((ann.get("object_id", -1), ann["category_id"]), []).append(ann)
     merged = []
     for (object_id, category_id), anns in groups.items():
-        rles = [segmentation_to_rle(a["segmentation"], height, width) for a in anns]
-        rle = rles[0] if len(rles) == 1 else mask_util.merge(rles, intersect=False)
-        if isinstance(rle["counts"], bytes):
-            rle = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+        rle = segmentations_union([a["segmentation"] for a in anns], height, width)
         merged.append(
             {
                 "segmentation": rle,

@@ -65,6 +65,24 @@ def segmentation_to_rle(segm: Segmentation, height: int, width: int) -> Dict:
     return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
+def segmentations_union(segms: Sequence[Segmentation], height: int, width: int) -> Dict:
+    """Union of one or more COCO segmentations as a compressed RLE with ``str`` counts."""
+    rles = [_as_coco_rle(s, height, width) for s in segms]
+    rle = rles[0] if len(rles) == 1 else mask_util.merge(rles, intersect=False)
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+
+
+def segmentation_area(segm: Segmentation, height: int, width: int) -> float:
+    """Number of foreground pixels of a COCO segmentation (polygons or RLE)."""
+    return float(mask_util.area(_as_coco_rle(segm, height, width)))
+
+
+def segmentation_bbox(segm: Segmentation, height: int, width: int) -> List[float]:
+    """Tight XYWH box of a COCO segmentation (polygons or RLE), as pycocotools computes it."""
+    return [float(v) for v in mask_util.toBbox(_as_coco_rle(segm, height, width))]
+
+
 def rle_area(rle: Dict) -> float:
     """Number of foreground pixels of a COCO RLE."""
     return float(mask_util.area(_as_coco_rle(rle, *rle["size"])))
@@ -82,16 +100,3 @@ def mask_to_bbox(mask: np.ndarray) -> List[float]:
 def polygon_is_valid(poly: Sequence[float]) -> bool:
     """A polygon needs an even number of at least 6 coordinates (3 points)."""
     return len(poly) >= 6 and len(poly) % 2 == 0
-
-
-def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
-    """Outer contours of a (H, W) binary mask as COCO polygons (holes are not represented)."""
-    import cv2
-
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    polys = []
-    for c in contours:
-        c = c.reshape(-1, 2).astype(float) + 0.5
-        if len(c) >= 3:
-            polys.append(c.reshape(-1).tolist())
-    return polys

@@ -21,11 +21,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from part_d2.data.part_json import register_part_json
+from part_d2.data.part_json import instance_entry, part_json, register_part_json, write_part_json
 from part_d2.utils.errors import PartDatasetError
-from part_d2.utils.io import atomic_write_json
 
-from .utils import RepairLog, dataset_root, instance_from_mask, load_metadata, random_subset
+from .utils import RepairLog, dataset_root, load_metadata, random_subset
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def convert_label_map(uids: np.ndarray, image_id: int, spec: CityscapesPartsSpec
         for iid in np.unique(iids[sel]):
             obj_mask = sel & (iids == iid)
             obj_id = image_id * 1000 + int(iid)
-            out["objects"].append(instance_from_mask(obj_mask, obj_id, image_id, obj_cat))
+            out["objects"].append(instance_entry(obj_id, image_id, obj_cat, obj_mask))
             found = False
             for pid in np.unique(pids[obj_mask]):
                 if pid <= 0:
@@ -82,8 +81,8 @@ def convert_label_map(uids: np.ndarray, image_id: int, spec: CityscapesPartsSpec
                 if (sid, int(pid)) not in spec.part_id:
                     log.add("pixels with part ids outside the class's parts (ignored)")
                     continue
-                out["annotations"].append(instance_from_mask(
-                    obj_mask & (pids == pid), len(out["annotations"]) + 1, image_id, spec.part_id[(sid, int(pid))],
+                out["annotations"].append(instance_entry(
+                    len(out["annotations"]) + 1, image_id, spec.part_id[(sid, int(pid))], obj_mask & (pids == pid),
                     object_id=obj_id))
                 found = True
             if not found:
@@ -101,9 +100,8 @@ def prepare_cityscapes_parts(root: Optional[str] = None, splits: Sequence[str] =
         label_dir = os.path.join(base, "cityscapes", "gtFinePanopticParts", split)
         if not os.path.isdir(label_dir):
             raise PartDatasetError(f"{label_dir}: folder not found")
-        out = {"info": {"description": f"Cityscapes-Panoptic-Parts {split}, prepared by part_d2"}, "images": [],
-               "annotations": [], "categories": spec.categories, "object_categories": spec.object_categories,
-               "objects": []}
+        out = part_json([], [], spec.categories, [], spec.object_categories,
+                        {"description": f"Cityscapes-Panoptic-Parts {split}, prepared by part_d2"})
         files = sorted(os.path.join(c, f) for c in os.listdir(label_dir) if os.path.isdir(os.path.join(label_dir, c))
                        for f in os.listdir(os.path.join(label_dir, c)) if f.endswith("_gtFinePanopticParts.tif"))
         for rel in tqdm(files, desc=f"Cityscapes parts {split}"):
@@ -118,7 +116,7 @@ def prepare_cityscapes_parts(root: Optional[str] = None, splits: Sequence[str] =
             )
             convert_label_map(uids, image_id, spec, out, log)
         path = os.path.join(base, "cityscapes_parts", f"cityscapes_parts_{split}.json")
-        atomic_write_json(path, out)
+        write_part_json(path, out)
         written[split] = path
         if split == "train":
             for pct in few_shot:
@@ -141,7 +139,7 @@ def _write_subset(data: Dict, pct: float, seed: int, base: str) -> str:
                   annotations=[a for a in data["annotations"] if a["image_id"] in keep],
                   objects=[o for o in data["objects"] if o["image_id"] in keep])
     path = os.path.join(base, "cityscapes_parts", f"cityscapes_parts_train_{_pct_name(pct)}.json")
-    atomic_write_json(path, subset)
+    write_part_json(path, subset)
     return path
 
 

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
+from part_d2.data.part_json import part_json, write_part_json
 from part_d2.structures.masks import mask_to_bbox, rle_area, segmentation_to_mask
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, read_json
@@ -82,11 +83,10 @@ def list_images(
             images.append({"id": len(images) + 1, "file_name": f"{wnid}/{name}", "height": height,
                            "width": width, "object_category_id": by_wnid[wnid]["id"]})
     object_categories = [{"id": c["id"], "name": c["name"], "supercategory": "", "wnid": c["wnid"]} for c in classes]
-    return {"info": {"description": f"unlabeled images of {image_dir}"}, "images": images, "categories": [],
-            "annotations": [], "object_categories": object_categories, "objects": []}
+    return part_json(images, [], [], [], object_categories, {"description": f"unlabeled images of {image_dir}"})
 
 
-def attach_object_masks(part_json: Dict, objects: Dict, log: Optional[RepairLog] = None) -> Dict:
+def attach_object_masks(data: Dict, objects: Dict, log: Optional[RepairLog] = None) -> Dict:
     """Merge stored object masks into a part json's ``objects`` (returns a new dict).
 
     Args:
@@ -94,9 +94,9 @@ def attach_object_masks(part_json: Dict, objects: Dict, log: Optional[RepairLog]
             each mask becomes an object of the image's ``object_category_id``.
     """
     log = log or RepairLog("object masks")
-    out = dict(part_json, objects=list(part_json.get("objects", [])))
+    out = dict(data, objects=list(data.get("objects", [])))
     next_id = max((o["id"] for o in out["objects"]), default=0) + 1
-    for img in part_json["images"]:
+    for img in data["images"]:
         rles = objects.get(img["file_name"], objects.get(str(img["id"])))
         if rles is None:
             log.add("images without stored object masks")
@@ -146,7 +146,7 @@ def prepare_imagenet(root: Optional[str] = None, which: Sequence[str] = ("1k", "
         else:
             data, name = list_images(in21k, classes_21k, include, exclude, log), "imagenet21k_unlabeled"
         path = os.path.join(out_dir, f"{name}.json")
-        atomic_write_json(path, data)
+        write_part_json(path, data)
         log.add("images listed", len(data["images"]))
         print(log.summary())
         written[name] = path
@@ -157,7 +157,7 @@ def attach_object_masks_file(json_file: str, objects_file: str, out_file: Option
     """File version of :func:`attach_object_masks` (writes ``out_file``, default in place)."""
     log = RepairLog("object masks")
     merged = attach_object_masks(read_json(json_file), read_json(objects_file), log)
-    atomic_write_json(out_file or json_file, merged)
+    write_part_json(out_file or json_file, merged)
     print(log.summary())
     return out_file or json_file
 

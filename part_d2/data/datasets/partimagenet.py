@@ -17,13 +17,12 @@ from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from tqdm import tqdm
 
-from part_d2.data.part_json import register_part_json
-from part_d2.structures.masks import mask_to_bbox, segmentation_to_mask, segmentation_to_rle
+from part_d2.data.part_json import part_json, register_part_json, write_part_json
+from part_d2.structures.masks import rle_area, segmentation_bbox, segmentations_union
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, read_json
 
@@ -122,15 +121,13 @@ def _union_segmentation(segms: List, height: int, width: int):
     """Union of several cleaned segmentations: polygons stay polygons, otherwise an RLE.
 
     Returns:
-        (segmentation, rle) where rle is the pycocotools RLE of the union.
+        (segmentation, rle) where rle is the compressed RLE (str counts) of the union.
     """
     if all(isinstance(s, list) for s in segms):
         polys = [p for s in segms for p in s]
-        return polys, mask_util.merge(mask_util.frPyObjects(polys, height, width))
-    masks = [segmentation_to_mask(s, height, width) for s in segms]
-    union = np.logical_or.reduce(masks)
-    rle = mask_util.encode(np.asfortranarray(union.astype(np.uint8)))
-    return segmentation_to_rle(rle, height, width), rle
+        return polys, segmentations_union([polys], height, width)
+    rle = segmentations_union(segms, height, width)
+    return rle, rle
 
 
 def convert_partimagenet_split(data: Dict, split: str, json_path: str, log: RepairLog) -> Dict:
@@ -189,7 +186,7 @@ def convert_partimagenet_split(data: Dict, split: str, json_path: str, log: Repa
         if len(segms) > 1:
             log.add("parts split across several annotations (merged into one instance per image x part class)")
         segm, rle = _union_segmentation(segms, img["height"], img["width"])
-        area = float(mask_util.area(rle))
+        area = rle_area(rle)
         if area <= 0:
             log.add("zero-area part annotations (dropped)")
             continue
@@ -203,7 +200,7 @@ def convert_partimagenet_split(data: Dict, split: str, json_path: str, log: Repa
                 "object_id": img_id,
                 "segmentation": segm,
                 "area": area,
-                "bbox": [float(v) for v in mask_util.toBbox(rle)],
+                "bbox": segmentation_bbox(rle, img["height"], img["width"]),
                 "iscrowd": 0,
             }
         )
@@ -222,17 +219,15 @@ def convert_partimagenet_split(data: Dict, split: str, json_path: str, log: Repa
         if not part_rles.get(img_id):
             log.add("images without any valid part (kept, no object)")
             continue
-        union = mask_util.decode(mask_util.merge(part_rles[img_id], intersect=False)).astype(bool)
+        union = segmentations_union(part_rles[img_id], img["height"], img["width"])
         objects.append(
             {
                 "id": img_id,
                 "image_id": img_id,
                 "category_id": wnid_index[img["wnid"]],
-                "segmentation": segmentation_to_rle(
-                    mask_util.encode(np.asfortranarray(union.astype(np.uint8))), *union.shape
-                ),
-                "area": float(union.sum()),
-                "bbox": mask_to_bbox(union),
+                "segmentation": union,
+                "area": rle_area(union),
+                "bbox": segmentation_bbox(union, img["height"], img["width"]),
                 "iscrowd": 0,
             }
         )
@@ -241,14 +236,8 @@ def convert_partimagenet_split(data: Dict, split: str, json_path: str, log: Repa
         for i, w in enumerate(wnids)
     ]
     _check_split_counts(split, len(out_images), len(wnids), meta, log)
-    return {
-        "info": {"description": f"PartImageNet OOD {split}, prepared by part_d2", "source": json_path},
-        "images": out_images,
-        "categories": meta["categories"],
-        "annotations": annotations,
-        "object_categories": object_categories,
-        "objects": objects,
-    }
+    info = {"description": f"PartImageNet OOD {split}, prepared by part_d2", "source": json_path}
+    return part_json(out_images, annotations, meta["categories"], objects, object_categories, info)
 
 
 def _check_split_counts(split: str, n_images: int, n_classes: int, meta: Dict, log: RepairLog) -> None:
@@ -275,7 +264,7 @@ def prepare_partimagenet(raw: str, root: Optional[str] = None, splits: Sequence[
         out = convert_partimagenet_split(read_json(jsons[split]), split, jsons[split], log)
         _count_missing_images(out, os.path.join(out_dir, "images"), log)
         path = os.path.join(out_dir, "annotations", f"partimagenet_{split}.json")
-        atomic_write_json(path, out)
+        write_part_json(path, out)
         log.add("images written", len(out["images"]))
         log.add("part instances written", len(out["annotations"]))
         log.add("objects written", len(out["objects"]))

@@ -23,11 +23,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from part_d2.data.part_json import register_part_json
+from part_d2.data.part_json import category_entries, instance_entry, part_json, register_part_json, write_part_json
 from part_d2.utils.errors import PartDatasetError
-from part_d2.utils.io import atomic_write_json
 
-from .utils import RepairLog, atomic_save_image, dataset_root, instance_from_mask, load_metadata, read_lines
+from .utils import RepairLog, atomic_save_image, dataset_root, load_metadata, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ def prepare_pascal_part(
                 data = outputs[(t.num_classes, kind)]
                 name = f"pascal_part{t.num_classes}{'_crop' if kind == 'crop' else ''}_{split}"
                 path = os.path.join(base, "annotations", f"{name}.json")
-                atomic_write_json(path, data)
+                write_part_json(path, data)
                 logs[t.num_classes].add(f"{kind}: images written", len(data["images"]))
                 logs[t.num_classes].add(f"{kind}: part instances written", len(data["annotations"]))
                 written[name] = path
@@ -176,14 +175,7 @@ def prepare_pascal_part(
 
 def _empty_json(tax: Taxonomy, kind: str, split: str) -> Dict:
     info = {"description": f"Pascal-Part-{tax.num_classes} {split} ({kind}s), prepared by part_d2"}
-    return {
-        "info": info,
-        "images": [],
-        "categories": tax.categories,
-        "annotations": [],
-        "object_categories": [{"id": i + 1, "name": c, "supercategory": c} for i, c in enumerate(tax.object_classes)],
-        "objects": [],
-    }
+    return part_json([], [], tax.categories, [], category_entries(tax.object_classes, tax.object_classes), info)
 
 
 def _add_image(tax, imname, objects, split, base, outputs, log, crop_margin, min_crop_parts):
@@ -204,10 +196,10 @@ def _add_image(tax, imname, objects, split, base, outputs, log, crop_margin, min
         merged = tax.merge_object(obj["class"], obj["mask"], obj["parts"], log)
         obj_cat = tax.object_classes.index(obj["class"]) + 1
         obj_id = image_id * 100 + k
-        scene["objects"].append(instance_from_mask(obj["mask"], obj_id, image_id, obj_cat))
+        scene["objects"].append(instance_entry(obj_id, image_id, obj_cat, obj["mask"]))
         for cid, mask in merged.items():
             scene["annotations"].append(
-                instance_from_mask(mask, len(scene["annotations"]) + 1, image_id, cid, object_id=obj_id))
+                instance_entry(len(scene["annotations"]) + 1, image_id, cid, mask, object_id=obj_id))
         if not merged:
             log.add("objects without any part in the taxonomy (kept as objects)")
         if len(merged) >= min_crop_parts:
@@ -233,10 +225,10 @@ def _add_crop(tax, imname, k, obj, obj_cat, merged, split, base, crop_json, log,
         "object_category_id": obj_cat, "source_image": f"{imname}.jpg", "crop_box": [x0, y0, x1, y1],
     })
     window = (slice(y0, y1), slice(x0, x1))
-    crop_json["objects"].append(instance_from_mask(obj["mask"][window], crop_id, crop_id, obj_cat))
+    crop_json["objects"].append(instance_entry(crop_id, crop_id, obj_cat, obj["mask"][window]))
     for cid, mask in merged.items():
         crop_json["annotations"].append(
-            instance_from_mask(mask[window], len(crop_json["annotations"]) + 1, crop_id, cid, object_id=crop_id))
+            instance_entry(len(crop_json["annotations"]) + 1, crop_id, cid, mask[window], object_id=crop_id))
 
 
 def register_pascal_part(root: Optional[str] = None) -> List[str]:

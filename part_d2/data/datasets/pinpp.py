@@ -22,10 +22,10 @@ import random
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import pycocotools.mask as mask_util
 from tqdm import tqdm
 
-from part_d2.data.part_json import register_part_json
+from part_d2.data.part_json import part_json, register_part_json, write_part_json
+from part_d2.structures.masks import rle_area, segmentation_bbox, segmentations_union
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, read_json
 
@@ -147,14 +147,12 @@ def prepare_pinpp(raw: str, root: Optional[str] = None, seed: int = DEFAULT_SEED
     out_dir = os.path.join(dataset_root(root), "pinpp", "annotations")
     written = {}
     for split in SPLITS:
-        data = dict(split_data[split])
-        data.update(
-            info={"description": f"PartImageNet++ {split} (9:1 per class, seed {seed}), prepared by part_d2",
-                  "num_part_classes": len(categories)},
-            categories=categories, object_categories=object_categories, part_inclusions=inclusions,
-        )
+        info = {"description": f"PartImageNet++ {split} (9:1 per class, seed {seed}), prepared by part_d2",
+                "num_part_classes": len(categories)}
+        data = part_json(categories=categories, object_categories=object_categories, info=info,
+                         part_inclusions=inclusions, **split_data[split])
         path = os.path.join(out_dir, f"pinpp_{split}.json")
-        atomic_write_json(path, data)
+        write_part_json(path, data)
         written[split] = path
         lvis_path = os.path.join(out_dir, f"pinpp_{split}_lvis.json")
         atomic_write_json(lvis_path, to_lvis(data, split_data["train"]))
@@ -195,15 +193,11 @@ def _convert_class(path, wnid, obj_idx, part_names, cat_index, discarded, seed, 
             if not segm:
                 log.add("annotations without a valid polygon (dropped)")
                 continue
-            rle = mask_util.merge(mask_util.frPyObjects(segm, img["height"], img["width"]))
-        elif isinstance(segm, dict) and "counts" in segm:
-            rle = mask_util.frPyObjects(segm, img["height"], img["width"]) if isinstance(segm["counts"], list) else segm
-        else:
+        elif not (isinstance(segm, dict) and "counts" in segm):
             log.add("annotations without a readable segmentation (dropped)")
             continue
-        if isinstance(rle["counts"], str):
-            rle = dict(rle, counts=rle["counts"].encode("ascii"))
-        area = float(mask_util.area(rle))
+        rle = segmentations_union([segm], img["height"], img["width"])
+        area = rle_area(rle)
         if area <= 0:
             log.add("zero-area part annotations (dropped)")
             continue
@@ -224,14 +218,13 @@ def _convert_class(path, wnid, obj_idx, part_names, cat_index, discarded, seed, 
             rles.append(rle)
             out["annotations"].append({
                 "id": len(out["annotations"]) + 1, "image_id": image_id, "category_id": cat_id, "object_id": image_id,
-                "segmentation": segm, "area": area, "bbox": [float(v) for v in mask_util.toBbox(rle)], "iscrowd": 0,
+                "segmentation": segm, "area": area, "bbox": segmentation_bbox(rle, *rle["size"]), "iscrowd": 0,
             })
         if rles:
-            union = mask_util.merge(rles, intersect=False)
+            union = segmentations_union(rles, img["height"], img["width"])
             out["objects"].append({
-                "id": image_id, "image_id": image_id, "category_id": obj_idx,
-                "segmentation": {"size": list(union["size"]), "counts": union["counts"].decode("ascii")},
-                "area": float(mask_util.area(union)), "bbox": [float(v) for v in mask_util.toBbox(union)], "iscrowd": 0,
+                "id": image_id, "image_id": image_id, "category_id": obj_idx, "segmentation": union,
+                "area": rle_area(union), "bbox": segmentation_bbox(union, *union["size"]), "iscrowd": 0,
             })
 
 

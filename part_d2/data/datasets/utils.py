@@ -9,7 +9,6 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from part_d2.data.part_json import load_part_json
-from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import read_json
 
@@ -61,26 +60,6 @@ class RepairLog:
 
     def log(self) -> None:
         logger.info(self.summary())
-
-
-def instance_from_mask(mask: np.ndarray, ann_id: int, image_id: int, category_id: int, **extra) -> Dict:
-    """A part-json instance (RLE segmentation, area and bbox from the mask).
-
-    Args:
-        mask: (H, W) bool.
-    """
-    rle = mask_to_rle(mask)
-    inst = {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": category_id,
-        "segmentation": rle,
-        "area": rle_area(rle),
-        "bbox": mask_to_bbox(mask),
-        "iscrowd": 0,
-    }
-    inst.update(extra)
-    return inst
 
 
 def read_lines(path: str) -> List[str]:

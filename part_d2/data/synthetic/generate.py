@@ -29,6 +29,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image
 
+from part_d2.data.part_json import category_entries, image_entry, part_json, write_part_json
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, masks_to_rles
 from part_d2.utils.errors import PartDatasetError
 
@@ -144,21 +145,14 @@ def _make_image(task) -> List[Dict]:
 
 
 def _part_json(split: str, params: Dict, library: PartLibrary, per_image: List[List[Dict]]) -> Dict:
-    """Assemble the part json of one split from the per-image annotations."""
+    """Assemble the part json of one split from the per-image annotations (library ids are 1-based
+    contiguous, the part json convention)."""
     classes = library.classes_of(split)
     size = params["image_size"]
     images, objects, parts = [], [], []
     for index, image_objects in enumerate(per_image):
         image_id = index + 1
-        images.append(
-            {
-                "id": image_id,
-                "file_name": f"{index:06d}.png",
-                "height": size,
-                "width": size,
-                "object_category_id": classes[index % len(classes)].id,
-            }
-        )
+        images.append(image_entry(image_id, f"{index:06d}.png", size, size, classes[index % len(classes)].id))
         for obj in image_objects:
             object_id = len(objects) + 1
             for part in obj["parts"]:
@@ -166,16 +160,12 @@ def _part_json(split: str, params: Dict, library: PartLibrary, per_image: List[L
                 parts.append({**ids, **part, "iscrowd": 0})
             fields = {k: v for k, v in obj.items() if k != "parts"}
             objects.append({"id": object_id, "image_id": image_id, **fields, "iscrowd": 0})
-    return {
-        "info": {"description": "part_d2 synthetic part dataset", "split": split, **params},
-        "images": images,
-        "categories": [{"id": i + 1, "name": k, "supercategory": "part"} for i, k in enumerate(library.part_kinds)],
-        "annotations": parts,
-        "object_categories": [
-            {"id": c.id, "name": c.name, "supercategory": c.supercategory, "split": c.split} for c in library.classes
-        ],
-        "objects": objects,
-    }
+    c = library.classes
+    return part_json(
+        images, parts, category_entries(library.part_kinds, "part"), objects,
+        category_entries([o.name for o in c], [o.supercategory for o in c], split=[o.split for o in c]),
+        {"description": "part_d2 synthetic part dataset", "split": split, **params},
+    )
 
 
 def _pool_context():
@@ -201,8 +191,7 @@ def _write_dataset(out_dir: str, params: Dict, library: PartLibrary, num_workers
     start = 0
     for split, path in annotation_paths(out_dir).items():
         n = params["num_images"][split]
-        with open(path, "w") as f:
-            json.dump(_part_json(split, params, library, results[start : start + n]), f, separators=(",", ":"))
+        write_part_json(path, _part_json(split, params, library, results[start : start + n]))
         start += n
     with open(os.path.join(out_dir, DONE_FILE), "w") as f:
         json.dump(params, f, sort_keys=True, indent=1)
