@@ -14,7 +14,8 @@ from part_d2.data.part_json import register_part_json
 from part_d2.engine.setup import load_config
 from part_d2.engine.trainer import build_evaluator
 from part_d2.evaluation import PartEvaluator
-from part_d2.evaluation.oracle_semantic_evaluator import OracleSemanticEvaluator, oracle_confusion, parts_view_name
+from part_d2.evaluation.ground_truth import parts_view
+from part_d2.evaluation.oracle_semantic_evaluator import OracleSemanticEvaluator, oracle_confusion
 
 
 def output(masks, scores):
@@ -46,7 +47,7 @@ def registered(tiny_part_dataset):
 
 def test_evaluator_hand_computed(registered):
     ev = OracleSemanticEvaluator("orc_agnostic", distributed=False)  # GT classes from orc_parts
-    assert parts_view_name("orc_agnostic") == "orc_parts"
+    assert parts_view("orc_agnostic") == "orc_parts"
     ev.reset()
     # image 0: object x in [8, 40), y in [8, 32): left part "head" (class 0), right part "body" (class 1)
     whole = np.zeros((1, 48, 64), dtype=bool)

@@ -7,15 +7,14 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Instances
 
+from part_d2.evaluation.ground_truth import coco_gt, merge_parts_per_object
 from part_d2.evaluation.part_discovery import (
     PartDiscoveryEvaluator,
-    agnostic_coco_gt,
     average_recall,
     discovery_miou,
     label_confusion,
     majority_vote,
     mapped_confusion,
-    merge_parts_per_object,
     ownership_table,
 )
 from part_d2.structures.masks import mask_to_rle
@@ -64,8 +63,8 @@ def test_ar_with_and_without_merged_ground_truth():
         {"image_id": 1, "category_id": 0, "score": 0.9, "segmentation": mask_to_rle(LEG_A | LEG_B)},
         {"image_id": 1, "category_id": 0, "score": 0.8, "segmentation": mask_to_rle(BODY)},
     ]
-    plain = average_recall(agnostic_coco_gt([rec], merged=False), results, (1, 10))
-    merged = average_recall(agnostic_coco_gt([rec], merged=True), results, (1, 10))
+    plain = average_recall(coco_gt([rec], agnostic=True), results, (1, 10))
+    merged = average_recall(coco_gt([rec], agnostic=True, merged=True), results, (1, 10))
     # plain GT (leg, leg, body): the two-leg mask has IoU exactly 0.5 with each leg
     assert plain["AR@10"] == pytest.approx(100 * (2 / 3 + 9 * (1 / 3)) / 10)
     assert plain["AR@1"] == pytest.approx(100 * (1 / 3) / 10)

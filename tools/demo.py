@@ -2,7 +2,10 @@
 """Segment parts in images: overlay PNGs and a COCO-style results json (RLE masks).
 
     python tools/demo.py --config-file CFG --input img.jpg dir/ 'more/*.png' --output out/ \
-        [--confidence-threshold 0.5] --opts MODEL.WEIGHTS model_final.pth
+        [--confidence-threshold 0.5] MODEL.WEIGHTS model_final.pth
+
+``KEY VALUE`` config overrides come last, as in every part_d2 tool (after an option that takes one
+value, so that ``--input`` does not take them); ``--opts KEY VALUE ...`` is a deprecated alias.
 
 Object-aware models read the object mask from the configured source (INPUT.OBJECT_MASK.SOURCE:
 "rgba", "stored" or "model"; "perfect"/"imperfect" need dataset annotations and are refused).
@@ -23,12 +26,17 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="directory for overlay PNGs and results.json")
     parser.add_argument("--confidence-threshold", type=float, default=None,
                         help="draw parts above this score (default TEST.DEMO_CONFIDENCE)")
-    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    parser.add_argument("--opts", dest="deprecated_opts", default=[], nargs=argparse.REMAINDER,
+                        help="deprecated alias: give the KEY VALUE overrides last, without --opts")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
+    if args.deprecated_opts:
+        logging.getLogger("part_d2.demo").warning("--opts is deprecated: give KEY VALUE overrides last, without it")
+    opts = list(args.opts) + list(args.deprecated_opts)
 
     try:
-        cfg = load_config(args.config_file, args.opts)
+        cfg = load_config(args.config_file, opts)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     if cfg.INPUT.OBJECT_MASK.SOURCE in ("perfect", "imperfect") and (

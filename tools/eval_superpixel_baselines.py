@@ -25,7 +25,8 @@ from part_d2.data.image_io import ImageReadError, read_image_checked
 from part_d2.data.object_masks import build_object_mask_source
 from part_d2.data.part_json import PartDatasetError
 from part_d2.engine.setup import ConfigError, load_config
-from part_d2.evaluation.oracle_semantic_evaluator import oracle_confusion, parts_view_name, record_gt
+from part_d2.evaluation.ground_truth import gt_parts, parts_view
+from part_d2.evaluation.oracle_semantic_evaluator import oracle_confusion
 from part_d2.evaluation.semantic_metrics import semantic_metrics
 from part_d2.evaluation.superpixel_baselines import BASELINES, baseline_parts
 from part_d2.utils.io import atomic_write_json
@@ -39,7 +40,7 @@ def evaluate_baselines(cfg, dataset_name: str, baselines: Sequence[str], max_ima
     Returns:
         ``{baseline: semantic_metrics(...)}`` (percent), plus ``"num_images"`` per baseline.
     """
-    gt_name = parts_view_name(dataset_name)
+    gt_name = parts_view(dataset_name)
     records = DatasetCatalog.get(gt_name)
     records = records[:max_images] if max_images > 0 else records
     classes = list(MetadataCatalog.get(gt_name).thing_classes)
@@ -50,7 +51,7 @@ def evaluate_baselines(cfg, dataset_name: str, baselines: Sequence[str], max_ima
     for record in tqdm.tqdm(records, desc="baselines"):
         image = read_image_checked(record["file_name"], "RGB")
         object_mask = source(record, image)
-        gt_masks, gt_classes = record_gt(record)
+        gt_masks, gt_classes = gt_parts(record)
         for b in baselines:
             parts = baseline_parts(b, image, object_mask)
             scores = np.ones(len(parts))

@@ -9,36 +9,13 @@ objects kept) and prints the config overrides that train on it, e.g.
 ``DATASETS.PART_JSONS ("pseudo:OUTPUT/pseudo_labels.json",) DATASETS.TRAIN ("labeled", "pseudo_agnostic")``.
 Runs on ``--num-gpus`` processes (GPUs, or CPU processes with gloo).
 """
-import logging
-import os
+import functools
 
 from detectron2.engine import default_argument_parser
-from detectron2.utils import comm
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.checkpoint import PartCheckpointer
-from part_d2.engine import PartTrainer, launch_tool
-from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels, pseudo_labels_done
-from part_d2.engine.setup import setup
-
-logger = logging.getLogger("part_d2.pseudo_labels")
-
-
-def main(args):
-    cfg = setup(args)
-    output_file = os.path.join(args.output, PSEUDO_LABEL_FILE)
-    thresh = cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH if args.score_thresh is None else args.score_thresh
-    if pseudo_labels_done(output_file, args.dataset, cfg.MODEL.WEIGHTS, thresh):
-        logger.info(f"{output_file} already holds these pseudo labels; nothing rewritten")
-        return output_file
-    model = PartTrainer.build_model(cfg)
-    PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(cfg.MODEL.WEIGHTS)
-    data = generate_pseudo_labels(cfg, model, args.dataset, output_file, thresh)
-    if comm.is_main_process():
-        name = args.name or f"{args.dataset}_pseudo"
-        print(f"{len(data['annotations'])} pseudo-labeled parts on {len(data['images'])} images -> {output_file}")
-        print(f'train with: DATASETS.PART_JSONS "(\'{name}:{output_file}\',)" and {name}_agnostic in DATASETS.TRAIN')
-    return output_file
+from part_d2.engine.launch import launch_tool
+from part_d2.engine.stages import call_with_args, pseudo_labels
 
 
 def build_parser():
@@ -51,9 +28,12 @@ def build_parser():
     return parser
 
 
-def run(argv=None):
-    return launch_tool(main, build_parser().parse_args(argv))
+def main(argv=None):
+    return launch_tool(functools.partial(call_with_args, pseudo_labels), build_parser().parse_args(argv))
+
+
+run = main  # the entry's former name
 
 
 if __name__ == "__main__":
-    run()
+    main()

@@ -8,68 +8,23 @@ For every (object class, part class) of a finished stage output, up to ``--per-c
 ``OUTPUT/<object class>/<part class>.png``.
 """
 import argparse
-import os
-import re
-from collections import defaultdict
 
-import numpy as np
-
-from part_d2.data.image_io import read_image_checked
-from part_d2.data.shards import load_stage_output, read_manifest
-from part_d2.structures.masks import segmentation_to_mask
-from part_d2.utils.visualization import collage, draw_parts, write_png
+from part_d2.engine.collages import make_collages
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def part_crops(records, per_class: int):
-    """{part class: [(record, annotation, object)]}: the ``per_class`` best instances of each class."""
-    found = defaultdict(list)
-    for r in records:
-        objects = {o["object_id"]: o for o in r["objects"]}
-        for a in r["annotations"]:
-            found[a["category_id"]].append((-a.get("score", 1.0), len(found[a["category_id"]]), r, a,
-                                            objects.get(a["object_id"])))
-    return {c: [x[2:] for x in sorted(v, key=lambda x: x[:2])[:per_class]] for c, v in found.items()}
-
-
-def draw_instance(record, ann, obj, cell: int = 160) -> np.ndarray:
-    h, w = record["height"], record["width"]
-    image = read_image_checked(record["file_name"], "RGB")
-    part = segmentation_to_mask(ann["segmentation"], h, w)
-    omask = segmentation_to_mask(obj["segmentation"], h, w) if obj is not None else part
-    ys, xs = np.nonzero(omask | part)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    out = draw_parts(image, part[None], None, omask)
-    return out[y0:y1, x0:x1]
-
-
-def make_collages(root: str, output: str, per_class: int = 9, cols: int = 3) -> int:
-    """Write the collages of a finished stage output; returns the number written."""
-    manifest = read_manifest(root)
-    names, objects = manifest["part_classes"], manifest["object_classes"]
-    written = 0
-    for c, items in sorted(part_crops(load_stage_output(root, "parts"), per_class).items()):
-        name = names[c]
-        obj_name, _, part_name = name.rpartition(":") if ":" in name else (
-            objects[items[0][0]["object_category_id"]] if items[0][0]["object_category_id"] >= 0 else "all", "", name)
-        path = os.path.join(output, _safe(obj_name), f"{_safe(part_name)}.png")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_png(path, collage([draw_instance(*it) for it in items], cols))
-        written += 1
-    return written
-
-
-def run(argv=None):
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="output directory of a finished stage")
     parser.add_argument("--output", required=True, help="directory of the collages")
     parser.add_argument("--per-class", type=int, default=9, help="instances per collage")
     args = parser.parse_args(argv)
-    print(f"{make_collages(args.input, args.output, args.per_class)} collages written to {args.output}")
+    written = make_collages(input=args.input, output=args.output, per_class=args.per_class)
+    print(f"{written} collages written to {args.output}")
+    return written
+
+
+run = main  # the entry's former name
 
 
 if __name__ == "__main__":
-    run()
+    main()

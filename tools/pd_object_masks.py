@@ -13,34 +13,18 @@ PART_DISTILLATION.OBJECT_MASKS. Output: a sharded part json with ``objects`` (re
 part_d2.data.shards.register_stage_output) and ``object_masks.json`` for
 ``INPUT.OBJECT_MASK.SOURCE stored``. Interrupted runs resume.
 """
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import default_setup
+import functools
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.data.object_mask_models import build_object_mask_model, load_detic_config
 from part_d2.engine.launch import launch_tool
-from part_d2.engine.offline import run_object_masks, stage_argument_parser
-from part_d2.engine.setup import load_config, setup_logging
+from part_d2.engine.stages import call_with_args, object_masks, stage_argument_parser
 
 
-def main(args):
-    cfg = load_detic_config(args.config_file, args.opts) if args.detic else load_config(args.config_file, args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
-    setup_logging(cfg)
-    records = DatasetCatalog.get(args.dataset)
-    classes = list(getattr(MetadataCatalog.get(args.dataset), "object_classes", []))
-    model = build_object_mask_model(cfg, classes)
-    return run_object_masks(model, records, args.output, cfg.PART_DISTILLATION.SHARD_SIZE, args.num_jobs,
-                            args.job_id, args.dataset)
-
-
-def run(argv=None):
+def main(argv=None):
     parser = stage_argument_parser(__doc__)
     parser.add_argument("--detic", action="store_true", help="the config is a Detic config (needs Detic)")
-    args = parser.parse_args(argv)
-    return launch_tool(main, args)
+    return launch_tool(functools.partial(call_with_args, object_masks), parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    run()
+    main()

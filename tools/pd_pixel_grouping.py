@@ -10,28 +10,17 @@ keys under PART_DISTILLATION.PIXEL_GROUPING. The input dataset's records need ``
 output registered with part_d2.data.shards.register_stage_output, or any part dataset).
 Interrupted runs resume; the output is a sharded part json (single class ``part``).
 """
-from detectron2.data import DatasetCatalog, MetadataCatalog
+import functools
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.engine.launch import launch_tool
-from part_d2.engine.offline import run_pixel_grouping, stage_argument_parser
-from part_d2.engine.setup import setup
-from part_d2.modeling.pixel_grouping import PixelGrouper
+from part_d2.engine.stages import call_with_args, pixel_grouping, stage_argument_parser
 
 
-def main(args):
-    cfg = setup(args)
-    records = DatasetCatalog.get(args.dataset)
-    classes = list(getattr(MetadataCatalog.get(args.dataset), "object_classes", []))
-    pd = cfg.PART_DISTILLATION
-    return run_pixel_grouping(PixelGrouper(cfg), records, args.output, pd.SHARD_SIZE, classes, pd.SEED,
-                              pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, args.num_jobs, args.job_id, args.dataset)
-
-
-def run(argv=None):
+def main(argv=None):
     args = stage_argument_parser(__doc__).parse_args(argv)
-    return launch_tool(main, args)
+    return launch_tool(functools.partial(call_with_args, pixel_grouping), args)
 
 
 if __name__ == "__main__":
-    run()
+    main()

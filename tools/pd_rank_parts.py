@@ -9,21 +9,17 @@ records need ``objects`` with object classes. Writes ``part_centroids.{npy,json}
 class, PART_DISTILLATION.RANKING.NUM_MODES modes) and a sharded part json whose part classes are
 (object class, mode) pairs. Interrupted runs resume.
 """
+import functools
+
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.engine.launch import launch_tool
-from part_d2.engine.offline import rank_parts, stage_argument_parser
-from part_d2.engine.setup import setup
+from part_d2.engine.stages import call_with_args, rank_parts, stage_argument_parser
 
 
-def main(args):
-    cfg = setup(args)
-    return rank_parts(cfg, args.dataset, args.output, num_jobs=args.num_jobs, job_id=args.job_id)
-
-
-def run(argv=None):
+def main(argv=None):
     args = stage_argument_parser(__doc__).parse_args(argv)
-    return launch_tool(main, args)
+    return launch_tool(functools.partial(call_with_args, rank_parts), args)
 
 
 if __name__ == "__main__":
-    run()
+    main()

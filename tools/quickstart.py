@@ -19,7 +19,7 @@ from detectron2.utils.logger import setup_logger
 
 import part_d2  # noqa: F401
 from part_d2.data.image_io import read_image_checked
-from part_d2.engine import PartTrainer, launch
+from part_d2.engine import launch, runs
 from part_d2.engine.predictor import run_demo
 from part_d2.engine.setup import load_config
 from part_d2.utils.io import atomic_write_json
@@ -28,16 +28,7 @@ from part_d2.utils.visualization import collage, write_png
 CONFIG = "configs/synthetic/cascade_mask_rcnn_R_tiny_agnostic.yaml"
 
 
-def train_and_evaluate(cfg):
-    trainer = PartTrainer(cfg)
-    trainer.resume_or_load(resume=True)
-    if trainer.start_iter < trainer.max_iter:
-        trainer.train()  # evaluates DATASETS.TEST when training ends
-        return trainer._last_eval_results
-    return PartTrainer.test(cfg, trainer.model)
-
-
-def main(args):
+def quickstart(args):
     cfg = load_config(args.config_file, ["OUTPUT_DIR", args.output] + args.opts)
     cfg.freeze()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -48,7 +39,9 @@ def main(args):
     for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:
         log.info(f"dataset {name}: {len(DatasetCatalog.get(name))} images")
     t_data = time.time() - t0
-    results = train_and_evaluate(cfg)
+    results = runs.train(cfg, resume=True)  # evaluates DATASETS.TEST when training ends
+    if results is None:  # trained before
+        results = runs.evaluate(cfg, weights=runs.final_weights(cfg.OUTPUT_DIR))
     t_train = time.time() - t0 - t_data
     if not comm.is_main_process():
         return
@@ -56,7 +49,7 @@ def main(args):
     files = [r["file_name"] for r in DatasetCatalog.get(test_set)[: args.demo_images]]
     demo_cfg = cfg.clone()
     demo_cfg.defrost()
-    demo_cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    demo_cfg.MODEL.WEIGHTS = runs.final_weights(cfg.OUTPUT_DIR)
     demo_cfg.freeze()
     demo_dir = os.path.join(cfg.OUTPUT_DIR, "demo")
     run_demo(demo_cfg, files, demo_dir, cfg.TEST.DEMO_CONFIDENCE)
@@ -79,12 +72,16 @@ def main(args):
     print(f"time: {summary['seconds']}")
 
 
-if __name__ == "__main__":
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default=CONFIG)
     parser.add_argument("--output", default="output/quickstart")
     parser.add_argument("--demo-images", type=int, default=8)
     parser.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs, or CPU processes with gloo)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    a = parser.parse_args()
-    launch(main, a.num_gpus, dist_url="auto", args=(a,))
+    a = parser.parse_args(argv)
+    launch(quickstart, a.num_gpus, dist_url="auto", args=(a,))
+
+
+if __name__ == "__main__":
+    main()

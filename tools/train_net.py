@@ -6,35 +6,18 @@
     python tools/train_net.py --config-file CFG --num-gpus 2   # 2 processes (GPUs, or CPU with gloo)
     python tools/train_net.py --config-file CFG --resume       # continue from the last checkpoint
 """
+import functools
+
 from detectron2.engine import default_argument_parser
-from detectron2.evaluation import verify_results
-from detectron2.utils import comm
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.checkpoint import PartCheckpointer
-from part_d2.engine import PartTrainer, launch_tool
-from part_d2.engine.setup import setup
+from part_d2.engine.launch import launch_tool
+from part_d2.engine.stages import call_with_args, train_net
 
 
-def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        model = PartTrainer.build_model(cfg)
-        PartCheckpointer(model, save_dir=cfg.OUTPUT_DIR, init=cfg.INPUT.OBJECT_MASK.INIT).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
-        res = PartTrainer.test(cfg, model)
-        if comm.is_main_process():
-            verify_results(cfg, res)
-        return res
-    trainer = PartTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
-
-
-def run(argv=None):
-    return launch_tool(main, default_argument_parser().parse_args(argv))
+def main(argv=None):
+    return launch_tool(functools.partial(call_with_args, train_net), default_argument_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    run()
+    main()

@@ -16,7 +16,6 @@ by a different run (other input, classes or shard size) is an error rather than 
 ids are: image ``i + 1`` (``i``: position in the input), object ``(i + 1) * 10^4 + j``, part
 ``object_id * 10^3 + p``.
 """
-import argparse
 import logging
 import os
 import zlib
@@ -26,7 +25,6 @@ import numpy as np
 import torch
 import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
 from part_d2.data.dataset_mapper import PartDatasetMapper
@@ -54,17 +52,6 @@ from part_d2.utils.io import atomic_write_json, atomic_write_npy, read_json
 logger = logging.getLogger(__name__)
 OBJECT_ID_BASE = 10**4
 PART_ID_BASE = 10**3
-
-
-def stage_argument_parser(description: str) -> argparse.ArgumentParser:
-    """detectron2's tool arguments plus ``--dataset``, ``--output``, ``--num-jobs``, ``--job-id``."""
-    parser = default_argument_parser()
-    parser.description = description
-    parser.add_argument("--dataset", required=True, help="registered input dataset")
-    parser.add_argument("--output", required=True, help="output directory of the stage")
-    parser.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing the work")
-    parser.add_argument("--job-id", type=int, default=0, help="this job's index in [0, num-jobs)")
-    return parser
 
 
 def image_seed(seed: int, key: str) -> int:

@@ -7,7 +7,8 @@ from part_d2.evaluation.coco_eval import (
     per_category_ap,
     summarize,
 )
-from part_d2.evaluation.part_evaluator import PartEvaluator, dataset_to_coco
+from part_d2.evaluation.ground_truth import dataset_to_coco
+from part_d2.evaluation.part_evaluator import PartEvaluator
 
 __all__ = [
     "CocoEvalResult",

@@ -18,37 +18,15 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
+from part_d2.evaluation.ground_truth import gt_parts, parts_view
 from part_d2.evaluation.semantic_metrics import (
     confusion_from_label_maps,
     gt_label_map,
     oracle_label_map,
     semantic_metrics,
 )
-from part_d2.structures.masks import segmentation_to_mask
 
 logger = logging.getLogger(__name__)
-
-
-def parts_view_name(dataset_name: str) -> str:
-    """The ``parts`` view of a part-json dataset (``X_agnostic`` -> ``X_parts``), else the name itself."""
-    view = MetadataCatalog.get(dataset_name).get("label_view")
-    if view == "objects":
-        raise ValueError(f"{dataset_name}: oracle semantic metrics need part annotations, not the objects view")
-    if view == "agnostic" and dataset_name.endswith("_agnostic"):
-        parts = dataset_name[: -len("_agnostic")] + "_parts"
-        if parts in DatasetCatalog.list():
-            return parts
-    return dataset_name
-
-
-def record_gt(record: Dict):
-    """GT part masks (G, H, W) bool and classes (G,) int64 of a dataset record (crowd parts skipped)."""
-    h, w = record["height"], record["width"]
-    annos = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-    masks = np.zeros((len(annos), h, w), dtype=bool)
-    for i, a in enumerate(annos):
-        masks[i] = segmentation_to_mask(a["segmentation"], h, w)
-    return masks, np.array([a["category_id"] for a in annos], dtype=np.int64)
 
 
 def oracle_confusion(
@@ -96,7 +74,7 @@ class OracleSemanticEvaluator(DatasetEvaluator):
             distributed: sum the confusion matrices of all processes.
         """
         self._dataset_name = dataset_name
-        self._gt_name = parts_view_name(dataset_name)
+        self._gt_name = parts_view(dataset_name)
         self._score_thresh = score_thresh
         self._distributed = distributed
         self._records: Optional[Dict] = None
@@ -130,7 +108,7 @@ class OracleSemanticEvaluator(DatasetEvaluator):
             inst = out["instances"].to("cpu")
             masks = inst.pred_masks.numpy()
             masks = masks if masks.dtype == bool else masks >= 0.5
-            gt_masks, gt_classes = record_gt(record)
+            gt_masks, gt_classes = gt_parts(record)
             self._confusion += oracle_confusion(
                 masks, inst.scores.numpy(), gt_masks, gt_classes, len(self._classes), self._score_thresh
             )

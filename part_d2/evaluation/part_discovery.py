@@ -48,71 +48,14 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
 from part_d2.clustering.kmeans import kmeans
-from part_d2.data.part_json import load_part_json
 from part_d2.evaluation.coco_eval import EvalParams, evaluate_coco, summarize
-from part_d2.evaluation.semantic_metrics import gt_label_map, pred_label_map
+from part_d2.evaluation.ground_truth import AGNOSTIC_ID, coco_gt, gt_object_mask, gt_parts, parts_view
+from part_d2.evaluation.semantic_metrics import class_totals, gt_label_map, iou_per_class, miou, pred_label_map
 from part_d2.structures.masks import (
     masks_to_rles,
-    rle_area,
-    segmentation_to_mask,
-    segmentation_to_rle,
-    segmentations_union,
 )
 
 logger = logging.getLogger(__name__)
-
-AGNOSTIC_ID = 0
-
-
-# ---------------------------------------------------------------- ground truth for AR
-def merge_parts_per_object(annotations: List[Dict], height: int, width: int) -> List[Dict]:
-    """Merge the parts of one class inside one object into one annotation.
-
-    Args:
-        annotations: part annotations with ``segmentation``, ``category_id`` and ``object_id``
-            (parts without one, -1 or missing, are treated as one object).
-    Returns:
-        one annotation per (object_id, category_id), in first-appearance order, with an RLE
-        ``segmentation``, its ``area`` and ``iscrowd`` 0 (1 only if all merged parts are crowd).
-    """
-    groups: Dict[Tuple, List[Dict]] = OrderedDict()
-    for ann in annotations:
-        groups.setdefault((ann.get("object_id", -1), ann["category_id"]), []).append(ann)
-    merged = []
-    for (object_id, category_id), anns in groups.items():
-        rle = segmentations_union([a["segmentation"] for a in anns], height, width)
-        merged.append(
-            {
-                "segmentation": rle,
-                "category_id": category_id,
-                "object_id": object_id,
-                "area": rle_area(rle),
-                "iscrowd": int(all(a.get("iscrowd", 0) for a in anns)),
-            }
-        )
-    return merged
-
-
-def agnostic_coco_gt(records: List[Dict], merged: bool) -> Dict:
-    """Class-agnostic COCO ground truth of part records (merged per object if ``merged``)."""
-    images, annotations = [], []
-    for rec in records:
-        h, w = rec["height"], rec["width"]
-        images.append({"id": rec["image_id"], "height": h, "width": w})
-        anns = merge_parts_per_object(rec.get("annotations", []), h, w) if merged else rec.get("annotations", [])
-        for ann in anns:
-            rle = segmentation_to_rle(ann["segmentation"], h, w)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": rec["image_id"],
-                    "category_id": AGNOSTIC_ID,
-                    "segmentation": rle,
-                    "area": float(ann["area"]) if "area" in ann else rle_area(rle),
-                    "iscrowd": int(ann.get("iscrowd", 0)),
-                }
-            )
-    return {"images": images, "categories": [{"id": AGNOSTIC_ID, "name": "part"}], "annotations": annotations}
 
 
 def average_recall(gt: Dict, results: List[Dict], max_dets: Sequence[int], img_ids=None) -> Dict[str, float]:
@@ -200,31 +143,15 @@ def mapped_confusion(conf: np.ndarray, mapping: np.ndarray) -> np.ndarray:
     return out
 
 
-def part_ious(conf: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per part class IoU of a (C + 1, C + 1) confusion (last row/column: background).
-
-    Returns:
-        iou (C,) float (NaN where the class has no GT pixel), gt_present (C,) bool,
-        counted (C,) bool: present in the GT or the predictions.
-    """
-    tp = np.diag(conf)[:-1].astype(np.float64)
-    gt = conf[:-1].sum(1).astype(np.float64)
-    pred = conf[:, :-1].sum(0).astype(np.float64)
-    present = gt > 0
-    iou = np.full(len(tp), np.nan)
-    iou[present] = tp[present] / (gt + pred - tp)[present]
-    return iou, present, (gt + pred) > 0
-
-
 def discovery_miou(confusions: Dict[int, np.ndarray]) -> Dict[str, float]:
     """C-mIoU and A-mIoU (percent) of per-object-class (C + 1, C + 1) confusions (see module doc)."""
     class_mious, all_ious = [], []
     for conf in confusions.values():
-        iou, present, counted = part_ious(conf)
-        if counted.sum() == 0:
+        _, gt, pred = class_totals(conf)
+        if not ((gt + pred) > 0).any():
             continue
-        class_mious.append(np.nansum(iou[present]) / counted.sum())
-        all_ious.extend(iou[present].tolist())
+        class_mious.append(miou(conf))
+        all_ious.extend(iou_per_class(conf)[gt > 0].tolist())
     return {
         "C-mIoU": 100 * float(np.mean(class_mious)) if class_mious else float("nan"),
         "A-mIoU": 100 * float(np.mean(all_ious)) if all_ious else float("nan"),
@@ -278,39 +205,12 @@ def cluster_labels(entries: List[Dict], num_clusters: int, seed: int) -> List[np
 
 
 # ---------------------------------------------------------------- evaluator
-def part_records(dataset_name: str) -> List[Dict]:
-    """Records of ``dataset_name`` with part classes: its ``parts`` view when it was registered
-    from a part json in another view, else its own records."""
-    meta = MetadataCatalog.get(dataset_name)
-    if meta.get("label_view", "parts") != "parts" and meta.get("json_file"):
-        return load_part_json(meta.json_file, meta.image_root, "parts")
-    return DatasetCatalog.get(dataset_name)
-
-
 def _object_class(record: Dict) -> int:
     c = record.get("object_category_id", -1)
     if c is not None and c >= 0:
         return int(c)
     objects = record.get("objects", [])
     return int(objects[0]["category_id"]) if objects else -1
-
-
-def _gt_arrays(record: Dict) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(G, H, W) GT part masks, (G,) classes and the (H, W) object mask of a record."""
-    h, w = record["height"], record["width"]
-    anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-    masks = (
-        np.stack([segmentation_to_mask(a["segmentation"], h, w) for a in anns]) if anns else np.zeros((0, h, w), bool)
-    )
-    classes = np.array([a["category_id"] for a in anns], dtype=np.int64)
-    objects = record.get("objects", [])
-    if objects:
-        obj = np.zeros((h, w), dtype=bool)
-        for o in objects:
-            obj |= segmentation_to_mask(o["segmentation"], h, w)
-    else:
-        obj = masks.any(0)
-    return masks, classes, obj
 
 
 class PartDiscoveryEvaluator(DatasetEvaluator):
@@ -368,7 +268,7 @@ class PartDiscoveryEvaluator(DatasetEvaluator):
 
     def _gt(self) -> Dict:
         if self._records is None:
-            records = part_records(self._dataset_name)
+            records = DatasetCatalog.get(parts_view(self._dataset_name))
             self._records = {r["image_id"]: r for r in records}
             classes = MetadataCatalog.get(self._dataset_name).get("part_classes")
             found = max((a["category_id"] for r in records for a in r.get("annotations", [])), default=-1) + 1
@@ -386,7 +286,8 @@ class PartDiscoveryEvaluator(DatasetEvaluator):
             masks = inst.pred_masks.numpy()
             masks = masks if masks.dtype == bool else masks >= 0.5
             scores = inst.scores.numpy()
-            gt_masks, gt_classes, obj = _gt_arrays(rec)
+            gt_masks, gt_classes = gt_parts(rec)
+            obj = gt_object_mask(rec, gt_masks)
             entry = {
                 "image_id": inp["image_id"],
                 "object_class": _object_class(rec),
@@ -419,8 +320,8 @@ class PartDiscoveryEvaluator(DatasetEvaluator):
         evaluated = [records[e["image_id"]] for e in entries]
         img_ids = [e["image_id"] for e in entries]
         results = [r for e in entries for r in e["results"]]
-        metrics = OrderedDict(average_recall(agnostic_coco_gt(evaluated, False), results, self._max_dets, img_ids))
-        merged = average_recall(agnostic_coco_gt(evaluated, True), results, self._max_dets, img_ids)
+        metrics = OrderedDict(average_recall(coco_gt(evaluated, agnostic=True), results, self._max_dets, img_ids))
+        merged = average_recall(coco_gt(evaluated, agnostic=True, merged=True), results, self._max_dets, img_ids)
         metrics.update({f"merged_{k}": v for k, v in merged.items()})
         with_class = [e for e in entries if e["object_class"] >= 0]
         if len(with_class) < len(entries):

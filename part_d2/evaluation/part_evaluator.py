@@ -7,19 +7,18 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
 from detectron2.config import configurable
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
 from part_d2.evaluation.coco_eval import EvalParams, evaluate_coco, per_category_ap, summarize
-from part_d2.structures.masks import masks_to_rles, rle_area, segmentation_to_rle
+from part_d2.evaluation.ground_truth import AGNOSTIC_ID, dataset_to_coco
+from part_d2.structures.masks import masks_to_rles
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "part_predictions.json"
-AGNOSTIC_ID = 0
 
 
 class PartEvaluator(DatasetEvaluator):
@@ -145,44 +144,3 @@ class PartEvaluator(DatasetEvaluator):
         names = {c["id"]: c["name"] for c in gt["categories"]}
         metrics.update({f"cls_AP-{names[c]}": ap for c, ap in per_category_ap(result).items()})
         return metrics
-
-
-def dataset_to_coco(dataset_name: str) -> Dict:
-    """COCO ground truth of a registered dataset, with contiguous category ids.
-
-    Categories are ``range(len(thing_classes))`` of the dataset's metadata, or the ids found in
-    the annotations when it has none. Annotation ids start at 1; a missing ``area`` is the mask
-    area.
-
-    Returns:
-        dict with "images", "categories" and "annotations" (RLE segmentations).
-    """
-    records = DatasetCatalog.get(dataset_name)
-    images, annotations = [], []
-    for rec in records:
-        h, w = rec["height"], rec["width"]
-        images.append({"id": rec["image_id"], "height": h, "width": w})
-        for ann in rec.get("annotations", []):
-            if "segmentation" not in ann:
-                raise ValueError(
-                    f"{dataset_name}: an annotation of image {rec['image_id']!r} has no segmentation"
-                )
-            rle = segmentation_to_rle(ann["segmentation"], h, w)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": rec["image_id"],
-                    "category_id": int(ann["category_id"]),
-                    "segmentation": rle,
-                    "area": float(ann["area"]) if "area" in ann else rle_area(rle),
-                    "iscrowd": int(ann.get("iscrowd", 0)),
-                }
-            )
-    classes = MetadataCatalog.get(dataset_name).get("thing_classes")
-    if classes is None:
-        cat_ids = sorted({a["category_id"] for a in annotations})
-        classes = [str(c) for c in cat_ids]
-    else:
-        cat_ids = list(range(len(classes)))
-    categories = [{"id": c, "name": name} for c, name in zip(cat_ids, classes)]
-    return {"images": images, "categories": categories, "annotations": annotations}

@@ -21,7 +21,8 @@ Conventions (ours; OPS's released code has no such evaluation):
   in the GT; pACC = sum(TP) / #evaluated pixels.
 
 Confusion matrices have shape (C, C + 1): rows are GT classes, columns predicted classes plus a
-last "missed" column.
+last "missed" column. The IoU functions also take PartDistillation's (C + 1, C + 1) matrices whose
+last row is the background (:mod:`part_d2.evaluation.part_discovery`): one IoU implementation.
 """
 from typing import Dict, Optional
 
@@ -119,18 +120,26 @@ def confusion_from_label_maps(gt_map: np.ndarray, pred_map: np.ndarray, num_clas
     return counts.reshape(num_classes, num_classes + 1)
 
 
-def _per_class(conf: np.ndarray):
+def class_totals(conf: np.ndarray):
+    """TP, GT and predicted pixels per class of a confusion with C + 1 columns (last: no prediction).
+
+    Args:
+        conf: (C, C + 1) (rows: GT classes), or (C + 1, C + 1) whose last row holds the background
+            pixels (their predictions count as false positives), as PartDistillation's mIoU.
+    Returns:
+        tp, gt, pred: (C,) float64 each.
+    """
     conf = np.asarray(conf, dtype=np.float64)
-    c = conf.shape[0]
-    tp = np.diag(conf[:, :c])
-    gt = conf.sum(axis=1)
+    c = conf.shape[1] - 1
+    tp = np.diag(conf[:c, :c])
+    gt = conf[:c].sum(axis=1)
     pred = conf[:, :c].sum(axis=0)
     return tp, gt, pred
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:
     """(C,) IoU of each class; NaN for classes absent from both GT and predictions."""
-    tp, gt, pred = _per_class(conf)
+    tp, gt, pred = class_totals(conf)
     union = gt + pred - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / union, np.nan)
@@ -138,7 +147,7 @@ def iou_per_class(conf: np.ndarray) -> np.ndarray:
 
 def miou(conf: np.ndarray) -> float:
     """Mean IoU (fraction): sum of IoU over GT-present classes / #classes in GT or predictions."""
-    tp, gt, pred = _per_class(conf)
+    tp, gt, pred = class_totals(conf)
     present = (gt + pred) > 0
     if not present.any():
         return float("nan")
@@ -148,7 +157,7 @@ def miou(conf: np.ndarray) -> float:
 
 def fwiou(conf: np.ndarray) -> float:
     """Frequency-weighted IoU (fraction): sum over classes of (GT pixels / all) * IoU."""
-    tp, gt, _ = _per_class(conf)
+    tp, gt, _ = class_totals(conf)
     if gt.sum() == 0:
         return float("nan")
     iou = iou_per_class(conf)
@@ -158,7 +167,7 @@ def fwiou(conf: np.ndarray) -> float:
 
 def macc(conf: np.ndarray) -> float:
     """Mean class accuracy (fraction): mean over GT-present classes of TP / GT pixels."""
-    tp, gt, _ = _per_class(conf)
+    tp, gt, _ = class_totals(conf)
     present = gt > 0
     if not present.any():
         return float("nan")
@@ -167,7 +176,7 @@ def macc(conf: np.ndarray) -> float:
 
 def pacc(conf: np.ndarray) -> float:
     """Pixel accuracy (fraction): correctly classed evaluated pixels / evaluated pixels."""
-    tp, gt, _ = _per_class(conf)
+    tp, gt, _ = class_totals(conf)
     return float(tp.sum() / gt.sum()) if gt.sum() > 0 else float("nan")
 
 

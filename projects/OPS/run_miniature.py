@@ -18,7 +18,6 @@ own directory under ``--output`` (skipped when its ``model_final.pth`` exists) a
 its json under ``--output/evals`` (skipped when present), so an interrupted run resumes.
 """
 import argparse
-import json
 import logging
 import os
 import time
@@ -28,10 +27,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.checkpoint import PartCheckpointer
+from part_d2.engine import runs
 from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels
 from part_d2.engine.setup import load_config
-from part_d2.engine.trainer import PartTrainer
+from part_d2.modeling.build import load_part_model
 from part_d2.utils.io import atomic_write_json
 
 logger = logging.getLogger("part_d2.ops_miniature")
@@ -101,40 +100,24 @@ class Miniature:
     def train(self, name: str, opts: List[str], init: str = "", fine_tune: bool = False) -> str:
         """Train run ``name`` (fine-tuning iterations if ``fine_tune``); returns its final weights."""
         out = os.path.join(self.output, name)
-        final = os.path.join(out, "model_final.pth")
-        if os.path.isfile(final):
-            logger.info(f"[skip] {name}: {final} exists")
-            return final
         iters = self.settings["ft_iters" if fine_tune else "base_iters"]
         # no evaluation inside training: the rows evaluate each model once, with their own options
         cfg = self.config(list(opts) + ["MODEL.WEIGHTS", init, "DATASETS.TEST", "()"], out, iters)
         if fine_tune:
             cfg.SOLVER.BASE_LR *= FT_LR_FACTOR
         cfg.freeze()
-        os.makedirs(out, exist_ok=True)
         start = time.perf_counter()
-        trainer = PartTrainer(cfg)
-        trainer.resume_or_load(resume=False)
-        trainer.train()
-        seconds = time.perf_counter() - start
-        atomic_write_json(os.path.join(out, "train_time.json"), {"seconds": seconds, "iters": iters})
-        logger.info(f"{name}: {iters} iterations in {seconds:.0f} s")
-        return final
+        if runs.train(cfg) is not None:
+            seconds = time.perf_counter() - start
+            atomic_write_json(os.path.join(out, "train_time.json"), {"seconds": seconds, "iters": iters})
+            logger.info(f"{name}: {iters} iterations in {seconds:.0f} s")
+        return runs.final_weights(out)
 
     def evaluate(self, name: str, weights: str, opts: List[str]) -> Dict:
         """Evaluate ``weights`` on the test split with ``opts``; cached in ``evals/{name}.json``."""
-        path = os.path.join(self.output, "evals", f"{name}.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
         cfg = self.config(list(opts) + ["MODEL.WEIGHTS", weights], os.path.join(self.output, "evals", name), 1)
         cfg.freeze()
-        model = PartTrainer.build_model(cfg)
-        PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(weights)
-        results = PartTrainer.test(cfg, model)
-        results = {k: dict(v) for k, v in results.items()}
-        atomic_write_json(path, results)
-        return results
+        return runs.evaluate(cfg, cache=os.path.join(self.output, "evals", f"{name}.json"))
 
     def pseudo_labels(self, weights: str, opts: List[str]) -> str:
         """Pseudo labels of ``weights`` (with ``opts``) on the unlabeled split; returns the json."""
@@ -144,9 +127,7 @@ class Miniature:
             return path
         cfg = self.config(list(opts) + ["MODEL.WEIGHTS", weights], out, 1)
         cfg.freeze()
-        model = PartTrainer.build_model(cfg)
-        PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(weights)
-        generate_pseudo_labels(cfg, model, f"{self.unlabeled_set}_agnostic", path)
+        generate_pseudo_labels(cfg, load_part_model(cfg), f"{self.unlabeled_set}_agnostic", path)
         return path
 
 

@@ -13,9 +13,11 @@ Stages (each skipped when its output exists, so an interrupted run resumes):
 - objects: a tiny Mask2Former trained on the seen classes' object instances (the stand-in for the
   COCO instance-segmentation model); stage 0 (Detic) is replaced by the pool's ground-truth object
   masks and classes;
-- 1a: ``tools/pd_pixel_grouping.py`` with the objects model's backbone on the pool;
+- 1a: pixel grouping (:func:`part_d2.engine.stages.pixel_grouping`, as ``tools/pd_pixel_grouping.py``)
+  with the objects model's backbone on the pool;
 - 1b: part proposals (``configs/synthetic/pd_proposals_R_tiny.yaml``) from the 1a segments;
-- 2: ``tools/pd_rank_parts.py``: class-specific pseudo labels with the proposal model;
+- 2: part ranking (:func:`part_d2.engine.stages.rank_parts`, as ``tools/pd_rank_parts.py``): class-specific
+  pseudo labels with the proposal model;
 - 3: self-training with per-object-class classifiers (``configs/synthetic/pd_distill_R_tiny.yaml``);
 - baseline: supervised class-agnostic Mask2Former on the seen classes' parts, with the proposal
   model's 50 queries.
@@ -28,8 +30,6 @@ growing beyond that. 3x3 collages of the stage-2 parts of each
 object class are written to ``OUTPUT/collages``.
 """
 import argparse
-import importlib.util
-import json
 import logging
 import os
 import time
@@ -37,11 +37,11 @@ import time
 from detectron2.utils.logger import setup_logger
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.builtin import register_synthetic_parts
 from part_d2.data.shards import register_stage_output
+from part_d2.engine import runs, stages
+from part_d2.engine.collages import make_collages
 from part_d2.engine.setup import load_config
-from part_d2.engine.trainer import PartTrainer
 
 logger = logging.getLogger("part_d2.pd_synthetic")
 
@@ -68,46 +68,22 @@ def iteration_opts(iters: int, output: str):
 
 def train(config: str, iters: int, output: str, opts=()) -> str:
     """Train ``config`` into ``output`` (skipped when ``model_final.pth`` exists); returns it."""
-    weights = os.path.join(output, "model_final.pth")
-    if os.path.isfile(weights):
-        logger.info(f"{weights} exists; skipping training")
-        return weights
     cfg = load_config(os.path.join(CONFIGS, config), list(opts) + iteration_opts(iters, output))
     cfg.freeze()
-    trainer = PartTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    return weights
+    runs.train(cfg)
+    return runs.final_weights(output)
 
 
 def evaluate(name: str, config: str, weights: str, output: str, opts=(), test: str = TEST) -> dict:
     """PartDiscoveryEvaluator metrics of a model on the test classes (cached in ``output``)."""
-    path = os.path.join(output, "evals", f"{name}.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
     cfg = load_config(os.path.join(CONFIGS, config), list(opts) + [
         "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{test}',)",
         "TEST.PART_DISCOVERY.ENABLED", "True", "MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS", "True",
         "TEST.DETECTIONS_PER_IMAGE", str(max(MAX_DETS)), "TEST.PART_DISCOVERY.MAX_DETS", str(list(MAX_DETS)),
     ])
     cfg.freeze()
-    model = PartTrainer.build_model(cfg)
-    PartCheckpointer(model).load(weights)
-    results = PartTrainer.test(cfg, model)  # one test dataset: not keyed by its name
-    metrics = results["part_discovery"]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=1)
-    return metrics
-
-
-def run_stage_tool(tool: str, argv) -> None:
-    """Run ``tools/<tool>.py`` in this process (so datasets registered here are visible)."""
-    spec = importlib.util.spec_from_file_location(tool, os.path.join(ROOT, "tools", f"{tool}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.run(list(argv))
+    # one test dataset: the results are not keyed by its name
+    return runs.evaluate(cfg, cache=os.path.join(output, "evals", f"{name}.json"))["part_discovery"]
 
 
 def stage_done(output: str) -> bool:
@@ -132,37 +108,23 @@ def main(argv=None):
     objects = train("pd_objects_R_tiny.yaml", scale["objects"], os.path.join(out, "objects"))
     groups_dir = os.path.join(out, "pixel_groups")
     if not stage_done(groups_dir):
-        run_stage_tool(
-            "pd_pixel_grouping",
-            [
-                "--config-file",
-                os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"),
-                "--dataset",
-                pool,
-                "--output",
-                groups_dir,
-                "MODEL.WEIGHTS",
-                objects,
-                "MODEL.DEVICE",
-                "cpu",
-                "OUTPUT_DIR",
-                os.path.join(out, "logs", "pixel_grouping"),
-                "PART_DISTILLATION.PIXEL_GROUPING.IMAGE_SIZE",
-                "160",
-            ],
+        stages.pixel_grouping(
+            config_file=os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"), dataset=pool, output=groups_dir,
+            opts=["MODEL.WEIGHTS", objects, "MODEL.DEVICE", "cpu", "PART_DISTILLATION.PIXEL_GROUPING.IMAGE_SIZE", "160",
+                  "OUTPUT_DIR", os.path.join(out, "logs", "pixel_grouping")],
         )
     register_stage_output("pd_groups", groups_dir)
     proposals = train("pd_proposals_R_tiny.yaml", scale["proposals"], os.path.join(out, "proposals"),
                       ["MODEL.WEIGHTS", objects])
     ranked_dir = os.path.join(out, "ranked")
     if not stage_done(ranked_dir):
-        run_stage_tool("pd_rank_parts", [
-            "--config-file", os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), "--dataset", "pd_groups_agnostic",
-            "--output", ranked_dir, "MODEL.WEIGHTS", proposals, "MODEL.DEVICE", "cpu",
-            "OUTPUT_DIR", os.path.join(out, "logs", "ranking"),
-        ])
+        stages.rank_parts(
+            config_file=os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), dataset="pd_groups_agnostic",
+            output=ranked_dir, opts=["MODEL.WEIGHTS", proposals, "MODEL.DEVICE", "cpu",
+                                     "OUTPUT_DIR", os.path.join(out, "logs", "ranking")],
+        )
     register_stage_output("pd_ranked", ranked_dir)
-    run_stage_tool("pd_collages", ["--input", ranked_dir, "--output", os.path.join(out, "collages")])  # cheap: redone
+    make_collages(input=ranked_dir, output=os.path.join(out, "collages"))  # cheap: redone
     distill = train("pd_distill_R_tiny.yaml", scale["distill"], os.path.join(out, "distill"),
                     ["MODEL.WEIGHTS", proposals])
     baseline = train("mask2former_R_tiny_agnostic.yaml", scale["baseline"], os.path.join(out, "baseline"),

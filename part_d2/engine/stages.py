@@ -1,0 +1,121 @@
+"""The entry points of part_d2's tools as functions with keyword-only arguments.
+
+Each ``tools/*.py`` parses its command line and calls one of these (through
+:func:`part_d2.engine.launch.launch_tool` for the multi-process ones, see :func:`call_with_args`);
+pipelines call them directly, in their own process, so that the datasets they registered are
+visible. ``config_file`` + ``opts`` (``KEY VALUE`` overrides) give the config of every stage.
+"""
+import argparse
+import inspect
+import logging
+import os
+from typing import Callable, Optional, Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+from part_d2.checkpoint import PartCheckpointer
+from part_d2.data.object_mask_models import build_object_mask_model, load_detic_config
+from part_d2.engine import offline
+from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels, pseudo_labels_done
+from part_d2.engine.setup import load_config, setup_logging
+from part_d2.engine.trainer import PartTrainer
+from part_d2.modeling.build import load_part_model
+from part_d2.modeling.pixel_grouping import PixelGrouper
+
+logger = logging.getLogger(__name__)
+
+
+def _setup(config_file: str, opts: Sequence[str], cfg=None, **args):
+    """Frozen config of ``config_file`` + ``opts`` (or ``cfg``) with detectron2's default setup
+    (output dir, config dump, seeds, logging)."""
+    cfg = load_config(config_file, list(opts)) if cfg is None else cfg
+    cfg.freeze()
+    default_setup(cfg, argparse.Namespace(config_file=config_file, opts=list(opts), **args))
+    setup_logging(cfg)
+    return cfg
+
+
+def train_net(*, config_file: str, opts: Sequence[str] = (), eval_only: bool = False, resume: bool = False):
+    """Train ``config_file`` (or, ``eval_only``, evaluate ``MODEL.WEIGHTS``; ``resume``: from the
+    last checkpoint of ``OUTPUT_DIR``); returns the evaluation results."""
+    cfg = _setup(config_file, opts, eval_only=eval_only, resume=resume)
+    if eval_only:
+        model = PartTrainer.build_model(cfg)
+        PartCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+        res = PartTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = PartTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    return trainer.train()
+
+
+def pseudo_labels(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (),
+                  score_thresh: Optional[float] = None, name: str = "") -> str:
+    """OPS self-training labels: ``OUTPUT/pseudo_labels.json`` of ``MODEL.WEIGHTS`` on ``dataset``
+    (parts scoring above ``score_thresh``, default ``MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH``)."""
+    cfg = _setup(config_file, opts)
+    output_file = os.path.join(output, PSEUDO_LABEL_FILE)
+    thresh = cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH if score_thresh is None else score_thresh
+    if pseudo_labels_done(output_file, dataset, cfg.MODEL.WEIGHTS, thresh):
+        logger.info(f"{output_file} already holds these pseudo labels; nothing rewritten")
+        return output_file
+    data = generate_pseudo_labels(cfg, load_part_model(cfg), dataset, output_file, thresh)
+    if comm.is_main_process():
+        name = name or f"{dataset}_pseudo"
+        print(f"{len(data['annotations'])} pseudo-labeled parts on {len(data['images'])} images -> {output_file}")
+        print(f'train with: DATASETS.PART_JSONS "(\'{name}:{output_file}\',)" and {name}_agnostic in DATASETS.TRAIN')
+    return output_file
+
+
+def object_masks(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), detic: bool = False,
+                 num_jobs: int = 1, job_id: int = 0) -> bool:
+    """PartDistillation stage 0 (``detic``: ``config_file`` is a Detic config); True when complete."""
+    cfg = _setup(config_file, opts, load_detic_config(config_file, opts) if detic else None)
+    classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
+    records = DatasetCatalog.get(dataset)
+    model = build_object_mask_model(cfg, classes)
+    return offline.run_object_masks(model, records, output, cfg.PART_DISTILLATION.SHARD_SIZE, num_jobs, job_id,
+                                    dataset)
+
+
+def pixel_grouping(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), num_jobs: int = 1,
+                   job_id: int = 0) -> bool:
+    """PartDistillation stage 1a with the backbone of ``config_file``'s model; True when complete."""
+    cfg = _setup(config_file, opts)
+    records = DatasetCatalog.get(dataset)
+    classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
+    pd = cfg.PART_DISTILLATION
+    return offline.run_pixel_grouping(PixelGrouper(cfg), records, output, pd.SHARD_SIZE, classes, pd.SEED,
+                                      pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, num_jobs, job_id, dataset)
+
+
+def rank_parts(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), num_jobs: int = 1,
+               job_id: int = 0) -> bool:
+    """PartDistillation stage 2 with the part-proposal model of ``config_file``; True when complete."""
+    cfg = _setup(config_file, opts)
+    return offline.rank_parts(cfg, dataset, output, num_jobs=num_jobs, job_id=job_id)
+
+
+def stage_argument_parser(description: str) -> argparse.ArgumentParser:
+    """detectron2's tool arguments (positional ``KEY VALUE`` overrides included) plus
+    ``--dataset``, ``--output``, ``--num-jobs``, ``--job-id``."""
+    parser = default_argument_parser()
+    parser.description = description
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--dataset", required=True, help="registered input dataset")
+    parser.add_argument("--output", required=True, help="output directory of the stage")
+    parser.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing the work")
+    parser.add_argument("--job-id", type=int, default=0, help="this job's index in [0, num-jobs)")
+    return parser
+
+
+def call_with_args(stage: Callable, args: argparse.Namespace):
+    """``stage(**kwargs)`` with the keyword arguments it takes read from parsed ``args`` (a
+    picklable ``functools.partial(call_with_args, stage)`` is what tools give to ``launch_tool``)."""
+    names = inspect.signature(stage).parameters
+    return stage(**{k: v for k, v in vars(args).items() if k in names})
