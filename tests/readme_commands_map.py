@@ -1,0 +1,105 @@
+"""How the README commands run at tiny scale: the one, explicit mapping from paper scale to test scale.
+
+Every command that ``readme_commands.extract`` finds is run by ``tests/test_readme_commands.py``
+unless it is listed in ``PARSE_ONLY`` with the reason it cannot run here; those are checked
+without running (the script exists, every ``--flag`` is one the script accepts, every ``KEY``
+exists in the config, every input path exists or is a documented download).
+
+A run happens in a scratch workspace per README: ``tools``, ``configs``, ``projects``, ``bench``
+and the ``datasets/*.py`` scripts are links to this checkout, ``datasets/`` is
+``$DETECTRON2_DATASETS`` (filled with the raw-format fixtures of ``tests/fixtures_raw.py`` and
+what the commands prepare), ``output/`` is the workspace's own, ``python``/``.venv/bin/python``
+are the test's interpreter. Before running, each command is rewritten by:
+
+1. ``SUBSTITUTIONS`` (regex, replacement, why), in order, on the command text;
+2. every ``--config-file X.yaml`` becomes ``--config-file tiny/X.yaml``: a generated YAML whose
+   ``_BASE_`` is the real ``X.yaml`` and which adds the overrides of the first matching
+   ``TINY_CONFIGS`` pattern (tiny model, 2 iterations, small inputs). The command's own
+   ``KEY VALUE`` overrides still come last and win;
+3. ``FAKE_WEIGHTS``: paper checkpoints named by a command are created in the workspace as randomly
+   initialised weights of the tiny variant of the same architecture, in the file format of the
+   download (the official ``.pkl`` layout), so the loading path is the real one.
+"""
+from typing import Dict, List, Tuple
+
+# Applied to every command, in this order.
+SUBSTITUTIONS: List[Tuple[str, str, str]] = [
+    (r"--num-gpus 8", "--num-gpus 1", "one CPU process instead of 8 GPUs"),
+    (r"(run_miniature|run_synthetic)\.py --scale cpu", r"\1.py --scale smoke", "the pipelines' plumbing scale"),
+    (r"(run_synthetic\.py)$", r"\1 --scale smoke", "the pipeline's plumbing scale"),
+    (r"--output /work/ops_full", "--output output/ops_full", "a workspace folder instead of the measured run's"),
+    (r"/path/to/PartImageNet_OOD\.zip", "raw/PartImageNet_OOD.zip", "the fixture in the release's zip format"),
+    (r"/path/to/PartImageNet_Seg\.zip", "raw/PartImageNet_Seg", "the fixture in the Seg release's layout"),
+    (r"/path/to/PartImageNetPP", "raw/PartImageNetPP", "the fixture in the PartImageNet++ release's layout"),
+    (r"datasets/synthetic_parts/", "datasets/synthetic_parts_mini/", "the mini variant of the synthetic dataset"),
+    (r"(bench/run_all\.py)", r"\1 --scale 0.02 --cases evaluator,ss_loss", "two cases at 2% of the workload"),
+    (r"(tools/quickstart\.py)$", "\\1 --demo-images 2 DATASETS.TRAIN \"('synthetic_parts_mini_train_agnostic',)\" "
+     "DATASETS.TEST \"('synthetic_parts_mini_test_agnostic',)\" SOLVER.MAX_ITER 2 SOLVER.IMS_PER_BATCH 2 "
+     "DATALOADER.NUM_WORKERS 0", "2 iterations on the mini dataset"),
+]
+
+_SHORT = {
+    "SOLVER.MAX_ITER": 2,
+    "SOLVER.IMS_PER_BATCH": 2,
+    "SOLVER.IMS_PER_BATCH_UNLABELED": 2,
+    "SOLVER.STEPS": [],
+    "SOLVER.WARMUP_ITERS": 0,
+    "SOLVER.CHECKPOINT_PERIOD": 100000,
+    "SOLVER.AMP.ENABLED": False,
+    "TEST.EVAL_PERIOD": 0,
+    "DATALOADER.NUM_WORKERS": 0,
+    "MODEL.DEVICE": "cpu",
+}
+_MINI_SYNTHETIC = {
+    "DATASETS.TRAIN": ["synthetic_parts_mini_train_agnostic"],
+    "DATASETS.TEST": ["synthetic_parts_mini_test_agnostic"],
+}
+_TINY_MASK2FORMER = {
+    "MODEL.WEIGHTS": "",
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32,
+    "MODEL.SEM_SEG_HEAD.MASK_DIM": 32,
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS": 1,
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": 4,
+    "MODEL.MASK_FORMER.HIDDEN_DIM": 32,
+    "MODEL.MASK_FORMER.NHEADS": 4,
+    "MODEL.MASK_FORMER.DIM_FEEDFORWARD": 64,
+    "MODEL.MASK_FORMER.DEC_LAYERS": 2,
+    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 10,
+    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS": 256,
+    "INPUT.IMAGE_SIZE": 64,
+    "INPUT.MIN_SIZE_TEST": 64,
+    "INPUT.MAX_SIZE_TEST": 96,
+    "TEST.DETECTIONS_PER_IMAGE": 20,
+}
+_TINY_RESNET = {"MODEL.RESNETS.DEPTH": 18, "MODEL.RESNETS.RES2_OUT_CHANNELS": 64}
+_TINY_SWIN = {
+    "MODEL.SWIN.EMBED_DIM": 16,
+    "MODEL.SWIN.DEPTHS": [1, 1, 1, 1],
+    "MODEL.SWIN.NUM_HEADS": [1, 2, 2, 4],
+    "MODEL.SWIN.WINDOW_SIZE": 4,
+    "MODEL.SWIN.DROP_PATH_RATE": 0.0,
+}
+
+# First matching pattern (fnmatch on the config path as written in the README) wins.
+TINY_CONFIGS: List[Tuple[str, Dict]] = [
+    ("configs/synthetic/*", {**_SHORT, **_MINI_SYNTHETIC}),
+    ("projects/OPS/configs/*", {**_SHORT, **_TINY_MASK2FORMER, **_TINY_RESNET}),
+    ("projects/PartDistillation/configs/*", {**_SHORT, **_TINY_MASK2FORMER, **_TINY_SWIN}),
+    ("configs/mask2former/*swin*", {**_SHORT, **_TINY_MASK2FORMER, **_TINY_SWIN}),
+    ("configs/mask2former/*", {**_SHORT, **_TINY_MASK2FORMER, **_TINY_RESNET}),
+    ("configs/*", _SHORT),
+]
+
+# Checkpoints the README commands download: created as random tiny weights of that architecture.
+FAKE_WEIGHTS: Dict[str, str] = {
+    "weights/mask2former_swinL_IN21k_384_coco_instance_q200.pkl":
+        "configs/mask2former/maskformer2_swin_large_part_agnostic.yaml",
+}
+
+# Commands that are not run, by a substring that identifies them, with the reason.
+PARSE_ONLY: Dict[str, str] = {
+    ".venv/bin/python -m pytest -q tests": "it is this test suite (CI runs it through .ci/run)",
+    "git+https://github.com/facebookresearch/detectron2.git": "builds detectron2 from GitHub, which CI cannot reach",
+    "pip install -e .": "installs into the environment; tests/test_wheel.py builds, installs and imports the package",
+    "--detic": "needs a Detic checkout, its weights and CLIP (the adapter is tested with a stand-in predictor)",
+}
