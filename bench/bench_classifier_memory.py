@@ -7,7 +7,7 @@ object class per image, a cross-entropy loss over the image's 8 parts + "no obje
   logits, from which each image's 8 columns are taken for the loss.
 - **part_d2 (gathered)**: :class:`part_d2.modeling.mask2former.part_classifier.PerObjectPartClassifier`,
   which gathers each image's 8 rows before the product, with row-sparse gradients
-  (``MODEL.PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD``). The same classifier with its default dense
+  (``PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD``). The same classifier with its default dense
   gradient (``gathered_dense_grad``) is measured for the backward phase and reported in the notes.
 
 Both use the same parameters, so their losses must be equal. Each measurement runs in a fresh

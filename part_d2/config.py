@@ -4,15 +4,38 @@ Every key part_d2 adds to detectron2's default config is defined here, with its 
 one-line comment. The keys are grouped by subsystem in private helpers of this file only to keep
 each group readable; users call :func:`add_part_d2_config` alone.
 """
+import logging
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 from part_d2.utils.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
+
+# Keys that exist only so that official Mask2Former / detectron2 YAML files load: part_d2 reads them
+# only here. Key -> the values part_d2 implements (None: any value, the key changes nothing part_d2
+# does); any other value is logged as a warning naming the key by :func:`warn_unimplemented_keys`.
+OFFICIAL_YAML_ONLY_KEYS = {
+    "INPUT.COLOR_AUG_SSD": (False,),  # Mask2Former's SSD photometric distortion: not implemented
+    "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA": (1.0,),  # Mask2Former semantic crops: not implemented
+    "INPUT.SIZE_DIVISIBILITY": (-1,),  # Mask2Former semantic padding; part_d2 pads with MASK_FORMER.SIZE_DIVISIBILITY
+    "MODEL.RESNETS.STEM_TYPE": ("basic",),  # DeepLab stem: not implemented
+    "MODEL.RESNETS.RES5_MULTI_GRID": ([1, 1, 1],),  # DeepLab multi-grid: not implemented
+    "MODEL.MASK_FORMER.ENC_LAYERS": (0,),  # MaskFormer v1 transformer encoder: not implemented
+    "MODEL.MASK_FORMER.TEST.SEMANTIC_ON": (False,),  # semantic inference: not implemented
+    "MODEL.MASK_FORMER.TEST.INSTANCE_ON": (True,),  # instance inference is always on
+    "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": (False,),  # panoptic inference: not implemented
+    "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD": None,  # panoptic inference only
+    "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD": None,  # panoptic inference only
+    "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE": (True,),  # always true for instances
+}
+
 
 def add_part_d2_config(cfg):
     """Add every part_d2 key to a detectron2 config (idempotent)."""
-    if getattr(cfg, "_part_d2_added", False) or "PART_D2" in cfg:
+    if "PART_DISTILLATION" in cfg:
         return cfg
     _add_data_config(cfg)
     _add_object_mask_config(cfg)
@@ -23,6 +46,20 @@ def add_part_d2_config(cfg):
     _add_part_distillation_config(cfg)
     _add_federated_loss_config(cfg)
     return cfg
+
+
+def warn_unimplemented_keys(cfg) -> list:
+    """Log a warning naming each :data:`OFFICIAL_YAML_ONLY_KEYS` key set to a value part_d2 does
+    not implement; returns those keys."""
+    bad = []
+    for key, implemented in OFFICIAL_YAML_ONLY_KEYS.items():
+        node = cfg
+        for name in key.split("."):
+            node = node[name]
+        if implemented is not None and node not in implemented:
+            bad.append(key)
+            logger.warning(f"{key}={node!r} is not implemented by part_d2 (only {list(implemented)}); ignored")
+    return bad
 
 
 def load_part_d2_config(config_file: str = "", opts=()):
@@ -42,21 +79,21 @@ def load_part_d2_config(config_file: str = "", opts=()):
         raise ConfigError(f"{where}: {e.args[0] if e.args else e}") from None
     except FileNotFoundError as e:
         raise ConfigError(f"{config_file}: config file not found ({e})") from None
+    warn_unimplemented_keys(cfg)
     return cfg
 
 
 def _add_data_config(cfg):
-    cfg.PART_D2 = CN()
-    cfg.PART_D2.SEED_DATA = 0  # seed of on-demand generated data (synthetic dataset)
-    cfg.DATASETS.CLASS_AGNOSTIC = True  # map every part class of the training data to one "part" class
-    cfg.DATASETS.MIN_PART_AREA = 0.0  # drop part annotations smaller than this many pixels at load time
+    # map every training class to one (views without an _agnostic variant, e.g. _objects); class-agnostic
+    # parts are the _agnostic view, and True with a _parts training dataset is an error
+    cfg.DATASETS.CLASS_AGNOSTIC = False
     cfg.INPUT.DATASET_MAPPER_NAME = "part_instance_lsj"  # "part_instance_lsj" (LSJ) or "part_instance" (shortest edge)
     cfg.INPUT.IMAGE_SIZE = 512  # LSJ: square output size of FixedSizeCrop
     cfg.INPUT.MIN_SCALE = 0.1  # LSJ: smallest ResizeScale factor
     cfg.INPUT.MAX_SCALE = 2.0  # LSJ: largest ResizeScale factor
     cfg.INPUT.RANDOM_FLIP_LSJ = "horizontal"  # LSJ: "horizontal", "vertical" or "none"
-    cfg.INPUT.SIZE_DIVISIBILITY = -1  # pad images to a multiple of this at batching (-1: model's own)
-    cfg.INPUT.COLOR_AUG_SSD = False  # photometric distortion as in SSD (Mask2Former's option)
+    cfg.INPUT.SIZE_DIVISIBILITY = -1  # official Mask2Former key, see OFFICIAL_YAML_ONLY_KEYS
+    cfg.INPUT.COLOR_AUG_SSD = False  # official Mask2Former key (SSD colour jitter), see OFFICIAL_YAML_ONLY_KEYS
 
 
 def _add_object_mask_config(cfg):
@@ -97,9 +134,10 @@ def _add_solver_config(cfg):
 
 def _add_mask2former_config(cfg):
     """Mask2Former keys, named as in the official implementation so its YAML files load."""
-    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # official key (semantic crops); unused by part_d2
-    cfg.MODEL.RESNETS.STEM_TYPE = "basic"  # key of official YAMLs (DeepLab config); only "basic" is built
-    cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1, 1]  # key of official YAMLs (DeepLab config); unused
+    # keys of official YAMLs only (see OFFICIAL_YAML_ONLY_KEYS)
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # Mask2Former semantic crops
+    cfg.MODEL.RESNETS.STEM_TYPE = "basic"  # DeepLab stem type
+    cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 1, 1]  # DeepLab multi-grid
     mf = cfg.MODEL.MASK_FORMER = CN()
     mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"  # transformer decoder registry name
     mf.TRANSFORMER_IN_FEATURE = "multi_scale_pixel_decoder"  # decoder input (only this value is supported)
@@ -181,15 +219,14 @@ def _add_ops_config(cfg):
 
 
 def _add_part_distillation_config(cfg):
-    """PartDistillation: object masks, pixel grouping, part ranking and self-training keys."""
-    if "PART_DISTILLATION" not in cfg.MODEL:
-        cfg.MODEL.PART_DISTILLATION = CN()
-    pd = cfg.MODEL.PART_DISTILLATION
+    """PartDistillation (one root, ``PART_DISTILLATION``): the model of stages 1b/3, object masks,
+    pixel grouping, part ranking and evaluation keys."""
+    pd = cfg.PART_DISTILLATION = CN()
+    pd.NUM_PART_MODES = 8  # part classes (modes) per object class: stage-2 k-means, stage-3 classifier, eval clusters
     pd.FREEZE_BACKBONE = False  # stage 1b/3: no gradient to the backbone
     pd.FREEZE_PIXEL_DECODER = "none"  # "none", "encoder" (its deformable encoder, as the reference) or "all"
-    pd.CLASSIFIER = "agnostic"  # "agnostic" (stage 1b proposals) or "per_object" (stage 3: N_obj x parts)
+    pd.CLASSIFIER = "agnostic"  # "agnostic" (stage 1b proposals) or "per_object" (stage 3: N_obj x NUM_PART_MODES)
     pd.NUM_OBJECT_CLASSES = 0  # "per_object": object classes (0: the training dataset's object_classes)
-    pd.NUM_PART_CLASSES = 8  # "per_object": part classes (modes) per object class
     pd.SPARSE_CLASSIFIER_GRAD = False  # "per_object": row-sparse classifier gradients + lazy AdamW (not with NCCL)
     pd.TEST_OBJECT_CLASS = "record"  # inference object class: "record" (input's object_category_id) or "stored"
     pd.OBJECT_CLASS_JSON = ""  # "stored": json {file_name | basename | str(image_id): contiguous object class}
@@ -201,10 +238,9 @@ def _add_part_distillation_config(cfg):
     disc = cfg.TEST.PART_DISCOVERY = CN()
     disc.ENABLED = False  # evaluate with PartDiscoveryEvaluator (AR + mIoU-mapped/clustered) instead
     disc.MAX_DETS = [1, 10, 50, 100, 200]  # detections per image at which AR is reported
-    disc.NUM_CLUSTERS = 8  # mIoU-clustered: k-means clusters of query embeddings per object class
-    disc.CLUSTER_SEED = 0  # mIoU-clustered: k-means seed
+    disc.CLUSTER_SEED = 0  # mIoU-clustered: k-means seed (NUM_PART_MODES clusters per object class)
     disc.MASK_WITH_OBJECT = True  # mIoU: clip predicted parts to the ground-truth object mask
-    pd = cfg.PART_DISTILLATION = CN()  # offline stages 0 (object masks), 1a (pixel grouping), 2 (ranking)
+    # offline stages 0 (object masks), 1a (pixel grouping), 2 (ranking)
     pd.SHARD_SIZE = 500  # images per output shard of the offline stages (fixed: defines the shards)
     pd.SEED = 0  # seed of the offline stages' k-means (combined with each image's file name)
     om = pd.OBJECT_MASKS = CN()
@@ -234,7 +270,6 @@ def _add_part_distillation_config(cfg):
     crf.CROP_MARGIN = 0.1  # crop = object box grown by this fraction of its size on each side
     crf.REFERENCE_RELABEL_BUG = False  # reproduce the reference's relabelling (drops a part without background)
     rk = pd.RANKING = CN()
-    rk.NUM_MODES = 8  # k-means modes (part classes) per object class
     rk.KMEANS_N_INIT = 10  # k-means restarts per object class
     rk.KMEANS_MAX_ITER = 300  # k-means iterations per restart
     rk.MIN_AREA_RATIO = 0.05  # keep proposals covering more than this fraction of the object (all if none)

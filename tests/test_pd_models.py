@@ -29,13 +29,13 @@ def tiny_cfg(classifier="agnostic", **pd):
     cfg.MODEL.MASK_FORMER.DEC_LAYERS = 3
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 1
     cfg.TEST.DETECTIONS_PER_IMAGE = 5
-    cfg.MODEL.PART_DISTILLATION.CLASSIFIER = classifier
+    cfg.PART_DISTILLATION.CLASSIFIER = classifier
     if classifier == "per_object":
-        cfg.MODEL.PART_DISTILLATION.NUM_OBJECT_CLASSES = 5
-        cfg.MODEL.PART_DISTILLATION.NUM_PART_CLASSES = 3
+        cfg.PART_DISTILLATION.NUM_OBJECT_CLASSES = 5
+        cfg.PART_DISTILLATION.NUM_PART_MODES = 3
         cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 3
     for k, v in pd.items():
-        cfg.MODEL.PART_DISTILLATION[k] = v
+        cfg.PART_DISTILLATION[k] = v
     return cfg
 
 

@@ -102,7 +102,7 @@ def test_object_masks_two_processes_equal_one_and_finished_rerun_is_a_noop(setti
     assert file_tree(one, mtimes=True) == before  # bytes and modification times
 
 
-RANKING = ["MODEL.WEIGHTS", "", "SEED", "0", "PART_DISTILLATION.RANKING.NUM_MODES", "2",
+RANKING = ["MODEL.WEIGHTS", "", "SEED", "0", "PART_DISTILLATION.NUM_PART_MODES", "2",
            "PART_DISTILLATION.RANKING.KMEANS_N_INIT", "2"]
 
 

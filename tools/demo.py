@@ -44,11 +44,10 @@ def main(argv=None):
     ):
         sys.exit("error: the demo has no ground truth; set INPUT.OBJECT_MASK.SOURCE to rgba, stored or model")
     cfg.freeze()
-    thresh = cfg.TEST.DEMO_CONFIDENCE if args.confidence_threshold is None else args.confidence_threshold
     files = expand_inputs(args.input)
     if not files:
         sys.exit(f"error: no images found in {args.input}")
-    run_demo(cfg, files, args.output, thresh)
+    run_demo(cfg, files, args.output, args.confidence_threshold)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 
 CFG is the part-proposal model (PartMask2Former; query embeddings are switched on here). The input
 records need ``objects`` with object classes. Writes ``part_centroids.{npy,json}`` (per object
-class, PART_DISTILLATION.RANKING.NUM_MODES modes) and a sharded part json whose part classes are
+class, PART_DISTILLATION.NUM_PART_MODES modes) and a sharded part json whose part classes are
 (object class, mode) pairs. Interrupted runs resume.
 """
 import functools

@@ -52,7 +52,7 @@ def quickstart(args):
     demo_cfg.MODEL.WEIGHTS = runs.final_weights(cfg.OUTPUT_DIR)
     demo_cfg.freeze()
     demo_dir = os.path.join(cfg.OUTPUT_DIR, "demo")
-    run_demo(demo_cfg, files, demo_dir, cfg.TEST.DEMO_CONFIDENCE)
+    run_demo(demo_cfg, files, demo_dir)
     overlays = [
         read_image_checked(os.path.join(demo_dir, f"{os.path.splitext(os.path.basename(f))[0]}_parts.png"), "RGB")
         for f in files

@@ -16,11 +16,13 @@ from typing import List, Optional
 import numpy as np
 import torch
 from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from part_d2.data.image_io import ImageReadError, check_image_size, read_image_checked
 from part_d2.data.object_masks import ObjectMaskSource, build_object_mask_source
+from part_d2.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,26 @@ def build_part_augmentations(cfg, is_train: bool) -> List[T.Augmentation]:
     if cfg.INPUT.DATASET_MAPPER_NAME == "part_instance":
         return utils.build_augmentation(cfg, is_train)
     raise ValueError(f"INPUT.DATASET_MAPPER_NAME={cfg.INPUT.DATASET_MAPPER_NAME!r} is not a part_d2 mapper")
+
+
+def class_agnostic_training(cfg) -> bool:
+    """``DATASETS.CLASS_AGNOSTIC``, checked against the label views of ``DATASETS.TRAIN``.
+
+    The switch for class-agnostic *part* training is the dataset view (``X_agnostic``); the key
+    maps the classes of views without an agnostic variant (e.g. ``X_objects``) to one class.
+
+    Raises:
+        ConfigError: when it is True and a training dataset is a ``_parts`` view (a contradiction).
+    """
+    if not cfg.DATASETS.CLASS_AGNOSTIC:
+        return False
+    parts = [n for n in cfg.DATASETS.TRAIN if MetadataCatalog.get(n).get("label_view") == "parts"]
+    if parts:
+        raise ConfigError(
+            f"DATASETS.CLASS_AGNOSTIC True contradicts the part classes of {parts}: train on their "
+            "_agnostic view for class-agnostic parts, or set DATASETS.CLASS_AGNOSTIC False"
+        )
+    return True
 
 
 class PartDatasetMapper:
@@ -102,7 +124,7 @@ class PartDatasetMapper:
             "augmentations": build_part_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "mask_format": cfg.INPUT.MASK_FORMAT,
-            "class_agnostic": cfg.DATASETS.CLASS_AGNOSTIC,
+            "class_agnostic": class_agnostic_training(cfg) if is_train else False,
             "object_mask_source": build_object_mask_source(cfg, training=is_train),
             "object_mask_channel": cfg.INPUT.OBJECT_MASK.ENABLED,
             "object_mask_value": cfg.INPUT.OBJECT_MASK.PIXEL_VALUE,

@@ -370,6 +370,6 @@ def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, jo
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     return run_part_ranking(build_proposal_predictor(cfg, model), records, output, pd.SHARD_SIZE, classes,
-                            rk.NUM_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES, rk.FAITHFUL_METRIC,
-                            rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id, dataset,
-                            device=cfg.MODEL.DEVICE)
+                            pd.NUM_PART_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES,
+                            rk.FAITHFUL_METRIC, rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id,
+                            dataset, device=cfg.MODEL.DEVICE)

@@ -2,6 +2,7 @@
 import glob
 import logging
 import os
+from typing import Optional
 
 import numpy as np
 import torch
@@ -58,12 +59,14 @@ class PartPredictor:
 
 
 
-def run_demo(cfg, files, output_dir: str, thresh: float):
-    """Predict parts on ``files``; write ``<name>_parts.png`` overlays and ``results.json`` (RLE).
+def run_demo(cfg, files, output_dir: str, thresh: Optional[float] = None):
+    """Predict parts on ``files``; write ``<name>_parts.png`` overlays (parts scoring at least
+    ``thresh``, default ``TEST.DEMO_CONFIDENCE``) and ``results.json`` (RLE, all parts).
 
     Returns:
         The COCO-style result list.
     """
+    thresh = cfg.TEST.DEMO_CONFIDENCE if thresh is None else thresh
     os.makedirs(output_dir, exist_ok=True)
     predictor = PartPredictor(cfg)
 

@@ -257,10 +257,10 @@ class PartDiscoveryEvaluator(DatasetEvaluator):
         return {
             "dataset_name": dataset_name,
             "max_dets": tuple(d.MAX_DETS),
-            "num_clusters": d.NUM_CLUSTERS,
+            "num_clusters": cfg.PART_DISTILLATION.NUM_PART_MODES,
             "cluster_seed": d.CLUSTER_SEED,
             "mask_with_object": d.MASK_WITH_OBJECT,
-            "num_part_modes": cfg.MODEL.PART_DISTILLATION.NUM_PART_CLASSES,
+            "num_part_modes": cfg.PART_DISTILLATION.NUM_PART_MODES,
         }
 
     def reset(self):

@@ -3,7 +3,7 @@
 Per object: the proposals' masks are made disjoint inside the object (every pixel goes to the
 covering proposal of highest score), then filtered by area (fraction of the object) and score,
 keeping all when none passes (as the reference). Per object class, the L2-normalised decoder
-query features of the kept proposals of the whole dataset are clustered into ``NUM_MODES`` modes
+query features of the kept proposals of the whole dataset are clustered into ``PART_DISTILLATION.NUM_PART_MODES`` modes
 (:class:`PartCentroids`, persisted). A proposal's part class within its object's class is ranked
 by a softmax over the modes of
 

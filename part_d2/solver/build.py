@@ -2,7 +2,7 @@
 and detectron2's per-parameter or Mask2Former's full-model gradient clipping.
 
 Parameters flagged with ``part_d2_sparse_grad`` (stage 3's per-object classifier rows with
-``MODEL.PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD``) receive row-sparse COO gradients. SGD updates
+``PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD``) receive row-sparse COO gradients. SGD updates
 them natively; AdamW updates them lazily, like ``torch.optim.SparseAdam``: only the rows present in
 the gradient advance their moments and move, with AdamW's own update rule (bias corrections from the
 parameter's step count, decoupled weight decay on those rows). Full-model clipping counts them.
@@ -166,7 +166,7 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         raise ValueError(
             f"parameters {sparse} get sparse gradients, which detectron2's per-parameter clipping "
             f"(SOLVER.CLIP_GRADIENTS.CLIP_TYPE={clip.CLIP_TYPE!r}) cannot clip; use 'full_model' or "
-            "MODEL.PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD False"
+            "PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD False"
         )
     if sparse and name == "ADAMW":
         cls = _with_lazy_sparse_rows(cls)

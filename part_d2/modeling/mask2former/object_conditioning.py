@@ -5,7 +5,7 @@ does. part_d2 offers two ways, both off by default:
 
 - the object mask as a 4th input channel (``INPUT.OBJECT_MASK.ENABLED``, handled by the dataset
   mapper and the 4-channel stem), which conditions everything from the backbone on;
-- ``MODEL.PART_DISTILLATION.OBJECT_CONDITIONING "feature"`` (this module): a learned offset is
+- ``PART_DISTILLATION.OBJECT_CONDITIONING "feature"`` (this module): a learned offset is
   added to every pixel-decoder level and to the mask features, one offset inside the object and
   another outside it, weighted by the fraction of each feature cell the object covers. The
   offsets start at zero, so a model initialised from an unconditioned checkpoint starts out

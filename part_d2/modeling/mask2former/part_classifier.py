@@ -1,7 +1,7 @@
 """PartDistillation's Mask2Former: part proposals (stage 1b) and per-object-class part classifiers
 (stage 3), as the meta-architecture ``PartDistillationMask2Former``.
 
-Stage 1b (``MODEL.PART_DISTILLATION.CLASSIFIER "agnostic"``) is a class-agnostic
+Stage 1b (``PART_DISTILLATION.CLASSIFIER "agnostic"``) is a class-agnostic
 :class:`PartMask2Former` trained on the stage-1a part segments, usually with the backbone and the
 pixel decoder's deformable encoder frozen (the reference freezes parameters whose names contain
 ``backbone`` or ``encoder``).
@@ -12,7 +12,7 @@ class ``o`` only rows ``o * P .. o * P + P - 1`` are gathered **before** the pro
 embeddings, so a batch materialises ``B x Q x (P + 1)`` logits instead of ``B x Q x (N_obj P + 1)``
 and only the gathered rows receive gradient. The rows are excluded from weight decay (they would
 otherwise decay on every step in which their object class is absent). With
-``MODEL.PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD`` that gradient is row-sparse (COO: only the
+``PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD`` that gradient is row-sparse (COO: only the
 gathered rows exist, so no ``N_obj x P x C`` gradient is allocated) and AdamW updates the rows
 lazily (see :mod:`part_d2.solver.build`); it is off by default because NCCL cannot all-reduce
 sparse gradients and because lazy updates differ from the dense AdamW of the reference, whose
@@ -61,10 +61,10 @@ PIXEL_DECODER_FREEZE_PREFIXES = {
 
 
 def frozen_prefixes(freeze_backbone: bool, freeze_pixel_decoder: str) -> Tuple[str, ...]:
-    """Parameter-name prefixes to freeze for ``MODEL.PART_DISTILLATION.FREEZE_*``."""
+    """Parameter-name prefixes to freeze for ``PART_DISTILLATION.FREEZE_*``."""
     if freeze_pixel_decoder not in PIXEL_DECODER_FREEZE_PREFIXES:
         raise ValueError(
-            f"MODEL.PART_DISTILLATION.FREEZE_PIXEL_DECODER={freeze_pixel_decoder!r}; expected one of "
+            f"PART_DISTILLATION.FREEZE_PIXEL_DECODER={freeze_pixel_decoder!r}; expected one of "
             f"{sorted(PIXEL_DECODER_FREEZE_PREFIXES)}"
         )
     return (("backbone.",) if freeze_backbone else ()) + PIXEL_DECODER_FREEZE_PREFIXES[freeze_pixel_decoder]
@@ -125,7 +125,7 @@ class PerObjectPartClassifier(nn.Module):
         if object_classes.numel() and (object_classes.min() < 0 or object_classes.max() >= self.num_object_classes):
             raise ValueError(
                 f"object classes {object_classes.tolist()} outside [0, {self.num_object_classes}) "
-                "(MODEL.PART_DISTILLATION.NUM_OBJECT_CLASSES)"
+                "(PART_DISTILLATION.NUM_OBJECT_CLASSES)"
             )
         modes = torch.arange(self.num_part_classes, device=object_classes.device)
         return object_classes[:, None] * self.num_part_classes + modes[None]
@@ -196,11 +196,11 @@ class PartDistillationMask2Former(PartMask2Former):
         super().__init__(**kwargs)
         if object_class_source not in OBJECT_CLASS_SOURCES:
             raise ValueError(
-                f"MODEL.PART_DISTILLATION.TEST_OBJECT_CLASS={object_class_source!r}; "
+                f"PART_DISTILLATION.TEST_OBJECT_CLASS={object_class_source!r}; "
                 f"expected one of {OBJECT_CLASS_SOURCES}"
             )
         if object_class_source == "stored" and stored_object_classes is None:
-            raise ValueError("TEST_OBJECT_CLASS 'stored' needs MODEL.PART_DISTILLATION.OBJECT_CLASS_JSON")
+            raise ValueError("TEST_OBJECT_CLASS 'stored' needs PART_DISTILLATION.OBJECT_CLASS_JSON")
         self.part_classifier = part_classifier
         if part_classifier is not None:
             self.sem_seg_head.predictor.class_embed = _NoClassLogits()
@@ -213,28 +213,28 @@ class PartDistillationMask2Former(PartMask2Former):
 
     @classmethod
     def from_config(cls, cfg):
-        pd = cfg.MODEL.PART_DISTILLATION
+        pd = cfg.PART_DISTILLATION
         for key, value, allowed in (
             ("CLASSIFIER", pd.CLASSIFIER, CLASSIFIERS),
             ("OBJECT_CONDITIONING", pd.OBJECT_CONDITIONING, CONDITIONINGS),
         ):
             if value not in allowed:
-                raise ValueError(f"MODEL.PART_DISTILLATION.{key}={value!r}; expected one of {allowed}")
+                raise ValueError(f"PART_DISTILLATION.{key}={value!r}; expected one of {allowed}")
         ret = super().from_config(cfg)
         ret["frozen"] = frozen_prefixes(pd.FREEZE_BACKBONE, pd.FREEZE_PIXEL_DECODER)
         if pd.CLASSIFIER == "per_object":
-            if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES != pd.NUM_PART_CLASSES:
+            if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES != pd.NUM_PART_MODES:
                 raise ValueError(
-                    f"CLASSIFIER 'per_object' needs MODEL.SEM_SEG_HEAD.NUM_CLASSES == NUM_PART_CLASSES "
-                    f"({cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} != {pd.NUM_PART_CLASSES})"
+                    f"CLASSIFIER 'per_object' needs MODEL.SEM_SEG_HEAD.NUM_CLASSES == NUM_PART_MODES "
+                    f"({cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} != {pd.NUM_PART_MODES})"
                 )
             if pd.SPARSE_CLASSIFIER_GRAD and comm.get_world_size() > 1 and dist.get_backend() == "nccl":
                 raise ValueError(
-                    "MODEL.PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD True: NCCL cannot all-reduce sparse "
+                    "PART_DISTILLATION.SPARSE_CLASSIFIER_GRAD True: NCCL cannot all-reduce sparse "
                     "gradients; set it False for multi-GPU training"
                 )
             ret["part_classifier"] = PerObjectPartClassifier(
-                num_object_classes(cfg), pd.NUM_PART_CLASSES, cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
+                num_object_classes(cfg), pd.NUM_PART_MODES, cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
                 sparse_grad=pd.SPARSE_CLASSIFIER_GRAD,
             )
         if pd.OBJECT_CONDITIONING == "feature":
@@ -260,7 +260,7 @@ class PartDistillationMask2Former(PartMask2Former):
             if c is None or c < 0:
                 raise ValueError(
                     f"input {name!r} has no object class (object_category_id, or an entry of "
-                    "MODEL.PART_DISTILLATION.OBJECT_CLASS_JSON); the per-object classifier needs one"
+                    "PART_DISTILLATION.OBJECT_CLASS_JSON); the per-object classifier needs one"
                 )
             classes.append(int(c))
         return torch.as_tensor(classes, dtype=torch.int64, device=self.device)
@@ -338,15 +338,15 @@ class PartDistillationMask2Former(PartMask2Former):
 
 def num_object_classes(cfg) -> int:
     """``NUM_OBJECT_CLASSES``, or the number of object classes of the first training dataset."""
-    n = cfg.MODEL.PART_DISTILLATION.NUM_OBJECT_CLASSES
+    n = cfg.PART_DISTILLATION.NUM_OBJECT_CLASSES
     if n > 0:
         return n
     if not cfg.DATASETS.TRAIN:
-        raise ValueError("MODEL.PART_DISTILLATION.NUM_OBJECT_CLASSES is 0 and DATASETS.TRAIN is empty")
+        raise ValueError("PART_DISTILLATION.NUM_OBJECT_CLASSES is 0 and DATASETS.TRAIN is empty")
     classes = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("object_classes")
     if not classes:
         raise ValueError(
-            f"MODEL.PART_DISTILLATION.NUM_OBJECT_CLASSES is 0 and dataset '{cfg.DATASETS.TRAIN[0]}' has no "
+            f"PART_DISTILLATION.NUM_OBJECT_CLASSES is 0 and dataset '{cfg.DATASETS.TRAIN[0]}' has no "
             "object_classes metadata (load it once or set the key)"
         )
     return len(classes)
