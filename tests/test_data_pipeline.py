@@ -18,8 +18,9 @@ from part_d2.data.object_masks import (
     StoredObjectMasks,
     build_object_mask_source,
 )
-from part_d2.data.part_json import PartDatasetError, load_part_json
+from part_d2.data.part_json import PartDatasetError, load_part_json, register_part_json
 from part_d2.structures.masks import mask_to_rle, segmentation_to_mask
+from part_d2.utils.errors import ConfigError
 
 
 def _cfg(**over):
@@ -178,11 +179,21 @@ def test_lsj_mapper_four_channels(tiny_part_dataset):
     assert img.shape[0] == 4 and tuple(img.shape[1:]) == (96, 96)
     assert set(torch.unique(img[3]).tolist()) <= {0, 255}  # binary channel; padding is background
     inst = out["instances"]
-    assert inst.gt_classes.tolist() == [0, 0]  # class-agnostic by default
+    assert inst.gt_classes.tolist() == [0, 1]  # the parts view keeps its classes (agnostic: the _agnostic view)
     obj = img[3] > 0
     parts = inst.gt_masks.tensor.any(0)
     assert (parts == obj).float().mean() > 0.97  # channel and parts agree up to resampling
     assert not obj[-1].any() or not obj[:, -1].any()
+
+
+def test_class_agnostic_key_contradicting_a_parts_training_view_is_an_error(tiny_part_dataset):
+    json_file, root, _ = tiny_part_dataset
+    register_part_json("cagn", json_file, root)
+    with pytest.raises(ConfigError, match="contradicts the part classes of \\['cagn_parts'\\]"):
+        PartDatasetMapper(_cfg(**{"DATASETS.TRAIN": ("cagn_parts",), "DATASETS.CLASS_AGNOSTIC": True}), True)
+    objects = PartDatasetMapper(_cfg(**{"DATASETS.TRAIN": ("cagn_objects",), "DATASETS.CLASS_AGNOSTIC": True}), True)
+    assert objects.class_agnostic  # views without an _agnostic variant: the key maps classes to one
+    assert not PartDatasetMapper(_cfg(**{"DATASETS.TRAIN": ("cagn_parts",)}), True).class_agnostic
 
 
 def test_test_mapper_keeps_object_mask_at_original_resolution(tiny_part_dataset):

@@ -1,2 +1,2 @@
 """part_d2 models; importing registers the meta-architectures and backbones."""
-from . import backbone, mask2former, roi_heads  # noqa: F401
+from . import backbone, mask2former, rcnn, roi_heads  # noqa: F401

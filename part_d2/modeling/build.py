@@ -6,16 +6,20 @@ import torch
 from detectron2.modeling import build_model
 
 from part_d2.checkpoint import PartCheckpointer
-from part_d2.modeling.object_aware import attach_post_aware_filter
+from part_d2.utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
 def build_part_model(cfg) -> torch.nn.Module:
-    """detectron2's ``build_model`` plus post-aware filtering when ``TEST.POST_AWARE.ENABLED``."""
+    """detectron2's ``build_model``; ``TEST.POST_AWARE.ENABLED`` needs a meta-architecture whose
+    post-processing does it (``post_aware``: PartRCNN, PartMask2Former and its subclasses)."""
     model = build_model(cfg)
-    if cfg.TEST.POST_AWARE.ENABLED:
-        attach_post_aware_filter(model, cfg.TEST.POST_AWARE.MIN_AREA_FRACTION, cfg.TEST.POST_AWARE.RESCORE)
+    if cfg.TEST.POST_AWARE.ENABLED and getattr(model, "post_aware", None) is None:
+        raise ConfigError(
+            f"TEST.POST_AWARE.ENABLED: MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} has no post-aware "
+            "post-processing; use PartRCNN (for GeneralizedRCNN) or a part_d2 Mask2Former"
+        )
     return model
 
 

@@ -1,5 +1,5 @@
 """``PartMask2Former``: Mask2Former for (class-agnostic) part instance segmentation."""
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,6 +8,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList, PolygonMasks
 from torch import nn
+
+from part_d2.modeling.object_aware import PostAwareFilter
 
 from .criterion import SetCriterion
 from .head import MaskFormerHead
@@ -73,6 +75,7 @@ class PartMask2Former(nn.Module):
         pixel_std: Tuple[float, ...],
         test_topk_per_image: int,
         return_query_embeddings: bool = False,
+        post_aware: Optional[PostAwareFilter] = None,
     ):
         """
         Args:
@@ -81,6 +84,7 @@ class PartMask2Former(nn.Module):
             test_topk_per_image: at most this many instances per image.
             return_query_embeddings: add each prediction's decoder embedding (``query_embeddings``,
                 (N, C)) to the output instances.
+            post_aware: OPS post-aware filtering of the inference outputs (None: off).
         """
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
@@ -94,6 +98,7 @@ class PartMask2Former(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.test_topk_per_image = test_topk_per_image
         self.return_query_embeddings = return_query_embeddings
+        self.post_aware = post_aware
 
     @classmethod
     def from_config(cls, cfg):
@@ -108,6 +113,7 @@ class PartMask2Former(nn.Module):
             "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "return_query_embeddings": cfg.MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS,
+            "post_aware": PostAwareFilter.from_config(cfg),
         }
 
     @property
@@ -179,12 +185,14 @@ class PartMask2Former(nn.Module):
             training: dict of weighted losses. Inference: a list of
             ``{"instances": Instances}`` with ``pred_masks`` (N, height, width) bool,
             ``pred_boxes``, ``scores``, ``pred_classes`` and ``query_indices`` (and
-            ``query_embeddings`` (N, C) if enabled).
+            ``query_embeddings`` (N, C) if enabled), cropped to the inputs' ``object_mask`` by
+            ``post_aware`` when it is set.
         """
         images, outputs = self.forward_features(batched_inputs)
         if self.training:
             return self.losses(outputs, self.prepare_targets(batched_inputs, images))
-        return self.inference(batched_inputs, images, outputs)
+        results = self.inference(batched_inputs, images, outputs)
+        return results if self.post_aware is None else self.post_aware(batched_inputs, results)
 
     def inference(self, batched_inputs: List[Dict], images: ImageList, outputs: Dict) -> List[Dict]:
         """Instances of each image from the final predictions (see :func:`instance_inference`)."""
