@@ -53,8 +53,9 @@ def _add_object_mask_config(cfg):
     cfg.INPUT.OBJECT_MASK.PIXEL_VALUE = 255.0  # value of object pixels in the 4th channel (before normalisation)
     cfg.TEST.POST_AWARE = CN()
     cfg.TEST.POST_AWARE.ENABLED = False  # crop predicted parts to the object mask ("post-aware")
-    cfg.TEST.POST_AWARE.MIN_AREA_FRACTION = 0.5  # drop a part keeping less than this fraction of its area
-    cfg.TEST.POST_AWARE.RESCORE = True  # multiply the score by the kept area fraction
+    # optional rules beyond the paper's crop (part_d2 options; defaults = crop only, as the paper):
+    cfg.TEST.POST_AWARE.MIN_AREA_FRACTION = 0.0  # also drop a part keeping less than this fraction of its area
+    cfg.TEST.POST_AWARE.RESCORE = False  # also multiply a part's score by its kept area fraction
 
 
 def _add_eval_config(cfg):
