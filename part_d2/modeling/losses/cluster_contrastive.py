@@ -1,7 +1,8 @@
 """OPS self-supervised loss: online k-means of pixel features, then pull/push around centroids.
 
-Computed as the OPS reference implementation (tydpan/OpenPartSeg) does, per image ``b`` of the
-batch, on the stride-4 per-pixel mask features of the Mask2Former pixel decoder:
+Computed as the OPS reference implementation (tydpan/OpenPartSeg: the loss in
+``mask2former/modeling/criterion.py``, its caller in ``mask2former/maskformer_model.py``) does, per
+image ``b`` of the batch, on the stride-4 per-pixel mask features of the Mask2Former pixel decoder:
 
 1. the object mask is resized to the feature resolution with ``nearest-exact`` interpolation;
 2. ``f`` = L2-normalised features at object pixels (the pixels are the points, gradients flow);
