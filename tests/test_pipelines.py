@@ -39,6 +39,7 @@ def test_ops_miniature_smoke_prints_tables_1_to_3_and_resumes(tmp_path):
     weights = _mtimes(out, ".pth")
     assert len(weights) == 8  # aware, agnostic, pre x 2, control, SS, ST, SS+ST
     assert ops.main(["--scale", "smoke", "--output", out]) == rows
+    assert ops.main(["--scale", "smoke", "--output", out, "--tables", "3"]) == [r for r in rows if r["table"] == "3"]
     assert _mtimes(out, ".pth") == weights
 
 
