@@ -25,9 +25,14 @@ from typing import Dict, List, Tuple
 # Applied to every command, in this order.
 SUBSTITUTIONS: List[Tuple[str, str, str]] = [
     (r"--num-gpus 8", "--num-gpus 1", "one CPU process instead of 8 GPUs"),
-    (r"(run_miniature|run_synthetic)\.py --scale cpu", r"\1.py --scale smoke", "the pipelines' plumbing scale"),
+    (r"(run_miniature|run_synthetic)\.py --scale (cpu|gpu)", r"\1.py --scale smoke", "the pipelines' plumbing scale"),
+    (r"--seeds 0 1 2", "--seeds 0", "one seed"),
+    (r"--output output/ops_miniature(_gpu)?$", "--output output/ops_miniature_smoke",
+     "the smoke command's folder: these reruns resume it (nothing is retrained)"),
+    (r"--dataset synthetic_parts_(\w+) --tune-dataset synthetic_parts_(\w+) --tune-images 50",
+     r"--dataset synthetic_parts_mini_\1 --tune-dataset synthetic_parts_mini_\2 --tune-images 2",
+     "the mini synthetic dataset, tuned on 2 images"),
     (r"(run_synthetic\.py)$", r"\1 --scale smoke", "the pipeline's plumbing scale"),
-    (r"--output /work/ops_full", "--output output/ops_full", "a workspace folder instead of the measured run's"),
     (r"/path/to/PartImageNet_OOD\.zip", "raw/PartImageNet_OOD.zip", "the fixture in the release's zip format"),
     (r"/path/to/PartImageNet_Seg\.zip", "raw/PartImageNet_Seg", "the fixture in the Seg release's layout"),
     (r"/path/to/PartImageNetPP", "raw/PartImageNetPP", "the fixture in the PartImageNet++ release's layout"),
@@ -96,10 +101,17 @@ FAKE_WEIGHTS: Dict[str, str] = {
         "configs/mask2former/maskformer2_swin_large_part_agnostic.yaml",
 }
 
+# Parse-only commands whose outputs later commands read: a stand-in command that writes them.
+STAND_INS: Dict[str, str] = {
+    "--detic": "python tools/pd_object_masks.py --config-file configs/synthetic/pd_objects_R_tiny.yaml "
+               "--dataset partimagenet_train_objects --output output/pd/objects",
+}
+
 # Commands that are not run, by a substring that identifies them, with the reason.
 PARSE_ONLY: Dict[str, str] = {
     ".venv/bin/python -m pytest -q tests": "it is this test suite (CI runs it through .ci/run)",
     "git+https://github.com/facebookresearch/detectron2.git": "builds detectron2 from GitHub, which CI cannot reach",
     "pip install -e .": "installs into the environment; tests/test_wheel.py builds, installs and imports the package",
+    "setup_env.sh --refresh-lock": "re-resolves the registry's newest versions and rewrites the committed lock file",
     "--detic": "needs a Detic checkout, its weights and CLIP (the adapter is tested with a stand-in predictor)",
 }

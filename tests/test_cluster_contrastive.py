@@ -66,17 +66,41 @@ def test_worked_example_with_given_labels_float64():
     assert float(out["loss_affinity"]) == pytest.approx(L_A_EXAMPLE, abs=1e-9)
 
 
-def test_paper_formulation_on_worked_example():
-    f, m = _worked_example(torch.float64)
-    labels = torch.tensor([0, 0, 1, 1]).repeat(4, 1)[None]
-    pts = F.normalize(f[0].permute(1, 2, 0).reshape(-1, 2), dim=1)
-    lab = labels.reshape(-1)
-    cents = torch.stack([pts[lab == c].mean(dim=0) for c in range(2)])
-    aff = sum(torch.exp(((pts[lab == c] - cents[c]) ** 2).sum(1) / 0.5).mean() for c in range(2)) / 2
-    con = torch.exp(-torch.cdist(cents, cents) ** 2 / 2.0).mean()
+def _paper_example():
+    """1 x 4 image, 2 channels, clusters [0, 0, 1, 1]; features already unit length:
+    p0 = (1, 0), p1 = (0, 1) (cluster 0), p2 = p3 = (-1, 0) (cluster 1)."""
+    f = torch.tensor([[[[1.0, 0.0, -1.0, -1.0]], [[0.0, 1.0, 0.0, 0.0]]]], dtype=torch.float64)
+    return f, torch.ones(1, 1, 4, dtype=torch.bool), torch.tensor([[[0, 0, 1, 1]]])
+
+
+def test_paper_eq1_eq2_hand_computed():
+    f, m, labels = _paper_example()
+    out = cluster_contrastive_losses(f, m, labels=labels, k=2, tau_a=1.0, tau_c=1.0, formulation="paper")
+    # centroids: c0 = (0.5, 0.5), c1 = (-1, 0); ||c0 - c1||^2 = 1.5^2 + 0.5^2 = 2.5
+    # Eq. 1: (1/K) sum over the 4 ordered pairs = (1 + 1 + 2 exp(-2.5)) / 2 = (2 + 0.1641699972) / 2
+    assert float(out["loss_contrast"]) == pytest.approx(1.0820849986, abs=1e-9)
+    # Eq. 2: cluster 0: ||p0 - c0||^2 = ||p1 - c0||^2 = 0.5 -> mean exp(0.5) = 1.6487212707;
+    # cluster 1: distances 0 -> 1; (1/K) sum = (1.6487212707 + 1) / 2
+    assert float(out["loss_affinity"]) == pytest.approx(1.3243606354, abs=1e-9)
+    assert int(out["n_valid"]) == 1
+
+
+def test_paper_temperatures_hand_computed():
+    f, m, labels = _paper_example()
     out = cluster_contrastive_losses(f, m, labels=labels, k=2, tau_a=0.5, tau_c=2.0, formulation="paper")
-    assert float(out["loss_affinity"]) == pytest.approx(float(aff), abs=1e-9)
-    assert float(out["loss_contrast"]) == pytest.approx(float(con), abs=1e-9)
+    # Eq. 1: (2 + 2 exp(-2.5 / 2)) / 2 = 1 + exp(-1.25) = 1 + 0.2865047969
+    assert float(out["loss_contrast"]) == pytest.approx(1.2865047969, abs=1e-9)
+    # Eq. 2: (exp(0.5 / 0.5) + 1) / 2 = (2.7182818285 + 1) / 2
+    assert float(out["loss_affinity"]) == pytest.approx(1.8591409142, abs=1e-9)
+
+
+def test_reference_on_paper_example_hand_computed():
+    f, m, labels = _paper_example()
+    out = cluster_contrastive_losses(f, m, labels=labels, k=2, formulation="reference")
+    # mean over the K^2 = 4 entries of exp(-||c_i - c_j||): (2 + 2 exp(-sqrt(2.5))) / 4
+    assert float(out["loss_contrast"]) == pytest.approx((2 + 2 * np.exp(-np.sqrt(2.5))) / 4, abs=1e-9)
+    # sum over clusters of mean exp(||p - c||): exp(sqrt(0.5)) + 1 = 2.0281149816 + 1
+    assert float(out["loss_affinity"]) == pytest.approx(3.0281149816, abs=1e-9)
 
 
 def test_matches_reference_loops_with_filtered_and_skipped_images():

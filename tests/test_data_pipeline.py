@@ -137,8 +137,8 @@ def test_object_mask_sources(tiny_part_dataset, tmp_path):
     img = read_image_checked(rec["file_name"])
     perfect = PerfectObjectMasks()(rec, img)
     assert perfect.sum() == 32 * 24 and perfect[8:32, 8:40].all()
-    a = ImperfectObjectMasks(9, 0.1, seed=3)(rec, img)
-    assert (a == ImperfectObjectMasks(9, 0.1, seed=3)(rec, img)).all()  # fixed per image
+    a = ImperfectObjectMasks(0.3, 0.1, seed=3)(rec, img)
+    assert (a == ImperfectObjectMasks(0.3, 0.1, seed=3)(rec, img)).all()  # fixed per image
     assert (a != perfect).any() and (a & perfect).sum() > 0.3 * perfect.sum()
 
     stored = tmp_path / "masks.json"
@@ -156,6 +156,20 @@ def test_object_mask_sources(tiny_part_dataset, tmp_path):
     assert (AlphaObjectMasks()(rec_rgba, img) == perfect).all()
     with pytest.raises(ImageReadError, match="no alpha channel"):
         AlphaObjectMasks()(rec, img)
+
+
+def test_imperfect_masks_scale_with_the_object():
+    """The same perturbation of an object and of the object scaled 3x: about the same IoU."""
+    from part_d2.data.object_masks import mask_iou, perturb_mask
+
+    small = np.zeros((60, 60), dtype=bool)
+    small[15:45, 18:42] = True
+    large = np.kron(small, np.ones((3, 3), dtype=bool))
+    for seed in range(5):
+        iou_small = mask_iou(perturb_mask(small, np.random.default_rng(seed), 0.3, 0.05), small)
+        iou_large = mask_iou(perturb_mask(large, np.random.default_rng(seed), 0.3, 0.05), large)
+        assert abs(iou_small - iou_large) < 0.08
+    assert mask_iou(small, small) == 1.0 and mask_iou(small, ~small) == 0.0
 
 
 def test_object_mask_source_from_config():

@@ -25,6 +25,28 @@ def test_config_loads(path):
         assert cfg.MODEL.META_ARCHITECTURE == "SelfSupervisedPartMask2Former" and cfg.DATASETS.UNLABELED
 
 
+def test_paper_protocols():
+    """The OPS rows are scored like the paper's (pre-aware, no post-aware); test adapts on val only."""
+    cfgs = {name: load_config(f"projects/OPS/configs/{name}.yaml") for name in (
+        "partimagenet_agnostic", "partimagenet_pre_aware", "partimagenet_pre_aware_perfect",
+        "partimagenet_post_aware", "partimagenet_pre_post_aware", "partimagenet_ops_val", "partimagenet_ops_test",
+        "pascal_part58_ops", "pascal_part108_ops")}
+    assert cfgs["partimagenet_agnostic"].DATASETS.TRAIN == ("partimagenet_indomain_train_agnostic",)
+    assert cfgs["partimagenet_pre_aware_perfect"].INPUT.OBJECT_MASK.SOURCE == "perfect"
+    post = cfgs["partimagenet_post_aware"]
+    assert post.TEST.POST_AWARE.ENABLED and not post.INPUT.OBJECT_MASK.ENABLED
+    for name in ("partimagenet_ops_val", "partimagenet_ops_test", "pascal_part58_ops", "pascal_part108_ops"):
+        cfg = cfgs[name]
+        assert not cfg.TEST.POST_AWARE.ENABLED and cfg.INPUT.OBJECT_MASK.ENABLED
+        assert cfg.SOLVER.BASE_LR == 1e-6 and cfg.SOLVER.MAX_ITER == 30000 and cfg.SOLVER.STEPS == ()
+        assert cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH == 0.1
+    test = cfgs["partimagenet_ops_test"]
+    assert test.DATASETS.UNLABELED == ("partimagenet_val_agnostic",)
+    assert test.DATASETS.TEST == ("partimagenet_test_parts",)
+    assert not any("test" in d for d in test.DATASETS.TRAIN + test.DATASETS.UNLABELED)
+    assert "partimagenet_indomain_val_agnostic" in test.DATASETS.TRAIN
+
+
 @pytest.mark.parametrize("variant", ["aware", "pre_post_imperfect", "ss_st"])
 def test_variant_trains_and_evaluates(variant, tiny_part_dataset, tmp_path):
     json_file, root, _ = tiny_part_dataset

@@ -4,6 +4,7 @@ import importlib.util
 import math
 import os
 
+import pytest
 from file_trees import file_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,13 +32,14 @@ def test_ops_miniature_smoke_prints_tables_1_to_3_and_resumes(tmp_path):
         "none", "post (perfect)", "pre (perfect)", "pre+post (perfect)",
         "post (imperfect)", "pre (imperfect)", "pre+post (imperfect)"]
     assert [label for t, label in labels if t == "3"] == [
-        "base (pre+post, imperfect)", "base, trained longer (control)", "+ SS", "+ ST", "+ SS + ST"]
+        "base (pre, imperfect)", "base, trained longer (control)", "+ SS", "+ ST", "+ SS + ST"]
     assert all(0 <= r["AP"] <= 100 and not math.isnan(r["mIoU"]) for r in rows)
     with open(os.path.join(out, "table.md")) as f:
         assert f.read().count("\n") == len(rows) + 2
     weights = _mtimes(out, ".pth")
     assert len(weights) == 8  # aware, agnostic, pre x 2, control, SS, ST, SS+ST
     assert ops.main(["--scale", "smoke", "--output", out]) == rows
+    assert ops.main(["--scale", "smoke", "--output", out, "--tables", "3"]) == [r for r in rows if r["table"] == "3"]
     assert _mtimes(out, ".pth") == weights
 
 
@@ -57,3 +59,27 @@ def test_part_distillation_smoke_reports_ar_and_miou_and_resumes(tmp_path):
     weights = _mtimes(out, ".pth")
     assert pd.main(["--scale", "smoke", "--output", out]) == rows
     assert _mtimes(out, ".pth") == weights
+
+
+def test_ops_miniature_orderings_need_a_gap_beyond_the_spread():
+    ops = _script("projects/OPS/run_miniature.py", "ops_miniature")
+    labels = [b for _, a, b in ops.ORDERINGS] + [a for _, a, b in ops.ORDERINGS]
+
+    def seed_rows(ap):  # every row AP 1.0 except those given
+        return [{"table": "x", "row": label, "AP": ap.get(label, 1.0), "AP50": 0.0, "mIoU": 0.0, "mACC": 0.0}
+                for label in dict.fromkeys(labels)]
+
+    # class-agnostic: 2.0, 2.2, 2.4 (mean 2.2, sd 0.2); class-aware: 1.0 (sd 0) -> gap 1.2 > 0.2
+    # pre (perfect): 0.9, 1.0, 1.3 (mean 1.0667, sd 0.2082) vs none 1.0 -> gap 0.0667 within spread
+    per_seed = [seed_rows({"class-agnostic training": v, "pre (perfect)": p}) for v, p in
+                [(2.0, 0.9), (2.2, 1.0), (2.4, 1.3)]]
+    rows = ops.aggregate(per_seed)
+    by_row = {r["row"]: r for r in rows}
+    assert by_row["class-agnostic training"]["AP"] == pytest.approx(2.2)
+    assert by_row["class-agnostic training"]["AP_sd"] == pytest.approx(0.2)
+    verdicts = {o["ordering"]: o["verdict"] for o in ops.check_orderings(rows)}
+    assert verdicts["Table 1: class-agnostic > class-aware"] == "reproduced"
+    assert verdicts["Table 2: pre > none (perfect)"] == "within spread"
+    assert "1.07 ± 0.21" in ops.markdown_table(rows)
+    one = ops.check_orderings(ops.aggregate(per_seed[:1]))
+    assert {o["verdict"] for o in one} == {"one seed: not testable"}

@@ -30,14 +30,14 @@ def _object():
     return obj
 
 
-def test_crop_drop_rescore_and_boxes():
+def test_optional_drop_and_rescore_and_boxes():
     # kept fractions: 4/4, 1/4, 2/4 (at the threshold: kept), 0/6
-    out = filter_parts_by_object(_bool_parts(), _object(), min_area_fraction=0.5)
+    out = filter_parts_by_object(_bool_parts(), _object(), min_area_fraction=0.5, rescore=True)
     assert out.pred_classes.tolist() == [0, 2]
     assert out.pred_masks.sum(dim=(1, 2)).tolist() == [4, 2]
     assert out.scores.tolist() == pytest.approx([0.9, 0.7 * 0.5])
     assert out.pred_boxes.tensor.tolist() == [[0, 0, 2, 2], [0, 1, 2, 2]]
-    out = filter_parts_by_object(_bool_parts(), _object(), min_area_fraction=0.2)
+    out = filter_parts_by_object(_bool_parts(), _object(), min_area_fraction=0.2, rescore=True)
     assert out.pred_classes.tolist() == [0, 1, 2]
     assert out.scores.tolist() == pytest.approx([0.9, 0.8 * 0.25, 0.7 * 0.5])
     assert out.pred_boxes.tensor.tolist()[1] == [3, 0, 4, 1]
@@ -84,3 +84,42 @@ def test_union_of_several_objects():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="does not match"):
         filter_parts_by_object(_bool_parts(), torch.ones(5, 6, dtype=torch.bool))
+
+
+def test_default_is_crop_only():
+    out = filter_parts_by_object(_bool_parts(), _object())
+    # kept fractions 4/4, 1/4, 2/4, 0/6: only the part with nothing left is dropped, scores unchanged
+    assert out.pred_classes.tolist() == [0, 1, 2]
+    assert out.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    assert out.pred_masks.sum(dim=(1, 2)).tolist() == [4, 1, 2]
+
+
+def test_crop_only_leaves_oracle_metrics_unchanged_with_perfect_masks():
+    """With the perfect object mask (union of the GT parts), cropping cannot change any evaluated
+    pixel's prediction nor a part's oracle label: the confusion matrix is identical."""
+    import numpy as np
+
+    from part_d2.evaluation.oracle_semantic_evaluator import oracle_confusion
+    from part_d2.evaluation.semantic_metrics import semantic_metrics
+
+    g = torch.Generator().manual_seed(0)
+    gt = torch.zeros(3, 16, 16, dtype=torch.bool)
+    gt[0, 2:8, 2:10], gt[1, 8:14, 2:10], gt[2, 4:12, 10:14] = True, True, True
+    gt_classes = np.array([0, 1, 2])
+    perfect = gt.any(dim=0)
+    for trial in range(5):
+        masks = torch.rand(12, 16, 16, generator=g) > 0.6  # random parts, most reaching outside
+        boxes = torch.randint(0, 16, (12, 4), generator=g)
+        for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
+            masks[i, min(y0, y1):max(y0, y1) + 1, min(x0, x1):max(x0, x1) + 1] = True
+        inst = _parts(masks, torch.rand(12, generator=g).tolist())
+        inst._image_size = (16, 16)
+        before = oracle_confusion(masks.numpy(), inst.scores.numpy(), gt.numpy(), gt_classes, 3)
+        out = filter_parts_by_object(inst, perfect)
+        after = oracle_confusion(out.pred_masks.numpy(), out.scores.numpy(), gt.numpy(), gt_classes, 3)
+        assert np.array_equal(before, after)
+        classes = ["a", "b", "c"]
+        assert semantic_metrics(after, classes)["mIoU"] == semantic_metrics(before, classes)["mIoU"]
+    # the optional drop rule does change them: it is not the paper's operation
+    dropped = filter_parts_by_object(inst, perfect, min_area_fraction=0.9)
+    assert len(dropped) < len(out)

@@ -90,6 +90,28 @@ def test_script_and_registered_datasets(tmp_path, nested_zip):
     assert MetadataCatalog.get("partimagenet_test_objects").thing_classes == ["n03792782"]
     with pytest.raises(PartDatasetError, match="prepare_partimagenet.py --seg-raw"):
         DatasetCatalog.get("partimagenet_seg_train")
+    # held-out split of train: round(3 * 3265 / 16540) = 1 image held out, the views agree
+    assert "partimagenet_indomain_val_agnostic" in names
+    held = {r["image_id"] for r in DatasetCatalog.get("partimagenet_indomain_val_parts")}
+    kept = {r["image_id"] for r in DatasetCatalog.get("partimagenet_indomain_train_agnostic")}
+    assert len(held) == 1 and held | kept == {r["image_id"] for r in parts} and not held & kept
+    assert {r["image_id"] for r in DatasetCatalog.get("partimagenet_indomain_val_objects")} == held
+    assert MetadataCatalog.get("partimagenet_indomain_val_parts").thing_classes[25] == "Car Tier"
+
+
+def test_heldout_split_by_hand():
+    from part_d2.data.datasets.partimagenet import heldout_image_ids
+
+    records = [{"image_id": i, "object_category_id": 0 if i < 10 else (1 if i < 16 else 2)} for i in range(20)]
+    # 5 held out; exact quotas 10/4 = 2.5, 6/4 = 1.5, 4/4 = 1 -> floors 2, 1, 1; the one left goes to
+    # the largest remainder, a tie (0.5, 0.5) won by the smaller class id: 3, 1, 1
+    held = heldout_image_ids(records, fraction=0.25, seed=0)
+    assert [sum(1 for i in held if lo <= i < hi) for lo, hi in ((0, 10), (10, 16), (16, 20))] == [3, 1, 1]
+    assert heldout_image_ids(records, fraction=0.25, seed=0) == held  # deterministic
+    assert any(heldout_image_ids(records, fraction=0.25, seed=s) != held for s in range(1, 4))
+    # the OPS reference's size: 16540 train images -> 3265 held out (13275 in-domain train)
+    many = [{"image_id": i, "object_category_id": i % 109} for i in range(16540)]
+    assert len(heldout_image_ids(many)) == 3265
 
 
 def test_absent_files_name_the_command(tmp_path):

@@ -4,7 +4,8 @@ A source maps a dataset record (and its decoded image) to a (H, W) bool mask of 
 the image at the record's original resolution. Sources:
 
 - ``perfect``: the union of the record's ground-truth objects (each the union of its parts);
-- ``imperfect``: ``perfect`` perturbed by a seeded erosion/dilation and a jitter, fixed per image;
+- ``imperfect``: ``perfect`` perturbed by a seeded erosion/dilation and a shift, both proportional
+  to the object's size, fixed per image (a simulated object detector; :func:`perturb_mask`);
 - ``stored``: RLEs from a json ``{file_name | basename | str(image_id): [RLE, ...]}``;
 - ``rgba``: the alpha channel of the image file (OPS's on-disk format);
 - ``model``: any detectron2 instance model (config + weights), masks above a score threshold.
@@ -64,15 +65,21 @@ class PerfectObjectMasks(ObjectMaskSource):
         return union_of_objects(record)
 
 
-def perturb_mask(mask: np.ndarray, rng: np.random.Generator, max_kernel: int, max_shift: float) -> np.ndarray:
-    """Erode or dilate a (H, W) bool mask with a random elliptic kernel, then shift it.
+def perturb_mask(mask: np.ndarray, rng: np.random.Generator, max_kernel: float, max_shift: float) -> np.ndarray:
+    """Erode or dilate a (H, W) bool mask with a random elliptic kernel, then shift it, both in
+    proportion to the mask's size, so that the damage (the IoU with ``mask``) does not depend on
+    the object's size in pixels.
 
-    The kernel side is drawn from [3, max_kernel]; the shift from ±max_shift × the mask's box size.
+    The kernel side is ``round(u * sqrt(area))`` with ``u ~ U[0, max_kernel]`` (nothing when below
+    2 px), erosion or dilation with probability 1/2 (an erosion that would empty the mask is not
+    applied); the shift is ``U[-max_shift, max_shift]`` times the mask's box width / height.
     """
     out = mask.astype(np.uint8)
-    size = int(rng.integers(3, max(3, max_kernel) + 1))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    out = cv2.erode(out, kernel) if rng.random() < 0.5 else cv2.dilate(out, kernel)
+    size = int(round(rng.uniform(0.0, max_kernel) * np.sqrt(mask.sum())))
+    erode = rng.random() < 0.5
+    if size >= 2:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+        out = cv2.erode(out, kernel) if erode else cv2.dilate(out, kernel)
     if out.sum() == 0:
         out = mask.astype(np.uint8)
     ys, xs = np.nonzero(mask)
@@ -84,11 +91,21 @@ def perturb_mask(mask: np.ndarray, rng: np.random.Generator, max_kernel: int, ma
     return out.astype(bool)
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two (H, W) bool masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
 @_register("imperfect")
 class ImperfectObjectMasks(ObjectMaskSource):
-    """Simulated detector masks: perfect masks perturbed deterministically per image."""
+    """Simulated detector masks: perfect masks perturbed deterministically per image.
 
-    def __init__(self, max_kernel: int = 15, max_shift: float = 0.05, seed: int = 0):
+    ``max_kernel``: largest erosion/dilation kernel side as a fraction of sqrt(object area);
+    ``max_shift``: largest shift as a fraction of the object's box size (see :func:`perturb_mask`).
+    """
+
+    def __init__(self, max_kernel: float = 0.12, max_shift: float = 0.03, seed: int = 0):
         self.max_kernel, self.max_shift, self.seed = max_kernel, max_shift, seed
 
     def __call__(self, record, image):
@@ -167,7 +184,7 @@ def build_object_mask_source(cfg, training: bool = False) -> Optional[ObjectMask
     if c.SOURCE not in OBJECT_MASK_SOURCES:
         raise ValueError(f"INPUT.OBJECT_MASK.SOURCE={c.SOURCE!r}; expected one of {sorted(OBJECT_MASK_SOURCES)}")
     if c.SOURCE == "imperfect":
-        return ImperfectObjectMasks(c.IMPERFECT_MAX_KERNEL, c.IMPERFECT_MAX_SHIFT, c.IMPERFECT_SEED)
+        return ImperfectObjectMasks(c.IMPERFECT_KERNEL_FRACTION, c.IMPERFECT_MAX_SHIFT, c.IMPERFECT_SEED)
     if c.SOURCE == "stored":
         return StoredObjectMasks(c.STORED_JSON)
     if c.SOURCE == "model":

@@ -1,9 +1,11 @@
 """OPS post-aware filtering: crop part predictions to their object mask.
 
 The OPS paper's "post-aware" variant (not in its released code) uses the object mask after
-inference: part pixels outside the object are removed, parts that lose too much of their area
-are dropped, and the survivors are rescored by the fraction of area they keep. It works on the
-predictions of any model (``pred_masks`` bool or float probabilities).
+inference to crop the predicted parts: part pixels outside the object are removed. That is the
+default here; a part with no pixel left is dropped (an empty mask predicts nothing). Two further
+rules are part_d2 options, not the paper's: drop parts keeping less than a fraction of their area
+(``min_area_fraction``) and rescale the scores by the kept fraction (``rescore``). It works on
+the predictions of any model (``pred_masks`` bool or float probabilities).
 """
 import logging
 
@@ -16,11 +18,11 @@ logger = logging.getLogger(__name__)
 def filter_parts_by_object(
     instances: Instances,
     object_mask: torch.Tensor,
-    min_area_fraction: float = 0.5,
-    rescore: bool = True,
+    min_area_fraction: float = 0.0,
+    rescore: bool = False,
     mask_threshold: float = 0.5,
 ) -> Instances:
-    """Remove part pixels outside the object mask, drop and rescore the parts.
+    """Remove part pixels outside the object mask (crop); optionally drop and rescore the parts.
 
     A part's area is its pixel count (for float masks: pixels with probability
     ``>= mask_threshold``). With ``kept`` its area inside the object and ``orig`` its original area,
@@ -33,8 +35,9 @@ def filter_parts_by_object(
             ``scores`` (N,); other fields are kept and indexed along.
         object_mask: (H, W) bool object mask, or (M, H, W) bool masks of several objects whose
             union is used.
-        min_area_fraction: smallest kept fraction of a part's area.
-        rescore: multiply the scores by the kept fraction.
+        min_area_fraction: smallest kept fraction of a part's area (0: crop only, the paper's
+            operation; only parts with nothing left are dropped).
+        rescore: multiply the scores by the kept fraction (off: the paper's operation).
         mask_threshold: binarisation threshold of float masks.
     Returns:
         New :class:`Instances` with the surviving parts, their cropped masks (same dtype as the

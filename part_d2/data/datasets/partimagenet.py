@@ -8,6 +8,19 @@ Prepared layout under the datasets root::
 
 Part classes are the release's 40 categories (ids 0-39, ``part_d2/data/metadata/partimagenet.json``).
 Object classes of a split are its ImageNet wnids (sorted); an image's object is the union of its parts.
+
+Held-out split of train (OPS). The OPS reference trains its base models on an "in-domain train"
+part of PartImageNet train and keeps the rest as "in-domain val" (OpenPartSeg ``train_net_part.py``:
+datasets ``partimagenet_rgba_alpha0.5*_indomain_{train,val}``), which its test-protocol config adds
+back to the training images (``configs/part_segmentation/dt_alpha/
+partimagenet_test_clsag_ssl_k10_st_score0.1.yaml``). The released code has no split files; its
+base config's schedule comment gives the in-domain train size, 13275 images
+(``configs/part_segmentation/dt_alpha/clsag.yaml``), i.e. 3265 of the 16540 train images held out.
+part_d2 registers ``partimagenet_indomain_{train,val}_{parts,agnostic,objects}``: the held-out
+fraction 3265 / 16540 of the train images, stratified by object class (largest-remainder quotas per
+wnid), each class's images drawn by a seeded permutation of their sorted image ids
+(:func:`heldout_image_ids`; seed ``HELDOUT_SEED``). The image selection is therefore deterministic
+but not the reference's (unknown) one.
 """
 import logging
 import os
@@ -21,7 +34,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from tqdm import tqdm
 
-from part_d2.data.part_json import part_json, register_part_json, write_part_json
+from part_d2.data.part_json import LABEL_VIEWS, part_json, register_part_json, write_part_json
 from part_d2.structures.masks import rle_area, segmentation_bbox, segmentations_union
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, read_json
@@ -31,6 +44,8 @@ from .utils import RepairLog, dataset_root, load_metadata
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+HELDOUT_FRACTION = 3265 / 16540  # OPS reference: 13275 in-domain train of the 16540 train images
+HELDOUT_SEED = 0
 _WNID = re.compile(r"^n\d{8}$")
 PREPARE_CMD = "python datasets/prepare_partimagenet.py --raw <PartImageNet_OOD release folder or zip>"
 PREPARE_SEG_CMD = "python datasets/prepare_partimagenet.py --seg-raw <PartImageNet_Seg release folder or zip>"
@@ -367,8 +382,71 @@ def load_partimagenet_seg(index_file: str, seg_root: str) -> List[Dict]:
     return out
 
 
+def heldout_image_ids(records: List[Dict], fraction: float = HELDOUT_FRACTION, seed: int = HELDOUT_SEED) -> set:
+    """Image ids of the held-out part of a split, stratified by ``object_category_id``.
+
+    ``round(fraction * #images)`` images in all; class ``c`` with ``n_c`` images gets
+    ``floor(n_c * fraction')`` of them plus one for the classes with the largest remainders (ties:
+    smaller class id), ``fraction'`` being the rounded total over #images; within a class the
+    images are a prefix of a permutation of their sorted ids by ``numpy.random.default_rng([seed, c])``.
+
+    Args:
+        records: dataset records with ``image_id`` and ``object_category_id``.
+    Returns:
+        set of held-out image ids.
+    """
+    by_class: Dict[int, List] = defaultdict(list)
+    for r in records:
+        by_class[int(r.get("object_category_id", -1))].append(r["image_id"])
+    total = len({r["image_id"] for r in records})
+    n_heldout = int(round(fraction * total))
+    if not total or not n_heldout:
+        return set()
+    exact = {c: len(ids) * n_heldout / total for c, ids in by_class.items()}
+    quota = {c: int(np.floor(q)) for c, q in exact.items()}
+    for c in sorted(exact, key=lambda c: (-(exact[c] - quota[c]), c))[: n_heldout - sum(quota.values())]:
+        quota[c] += 1
+    held = set()
+    for c, ids in by_class.items():
+        ids = sorted(set(ids))
+        order = np.random.default_rng([seed, c + 1]).permutation(len(ids))
+        held.update(ids[i] for i in order[: quota[c]])
+    return held
+
+
+def _register_heldout_views() -> List[str]:
+    """``partimagenet_indomain_{train,val}_{view}``: train minus / only the held-out images."""
+    names = []
+    for subset, keep_heldout in (("partimagenet_indomain_train", False), ("partimagenet_indomain_val", True)):
+        for view in LABEL_VIEWS:
+            src, name = f"partimagenet_train_{view}", f"{subset}_{view}"
+
+            def _load(src=src, name=name, keep_heldout=keep_heldout):
+                records = DatasetCatalog.get(src)
+                # the split is drawn on the parts view (the same images and ids in every view)
+                held = heldout_image_ids(DatasetCatalog.get("partimagenet_train_parts"))
+                _copy_metadata(src, name)
+                return [r for r in records if (r["image_id"] in held) == keep_heldout]
+
+            if name in DatasetCatalog.list():
+                DatasetCatalog.remove(name)
+                MetadataCatalog.remove(name)
+            DatasetCatalog.register(name, _load)
+            _copy_metadata(src, name)
+            names.append(name)
+    return names
+
+
+def _copy_metadata(src: str, name: str) -> None:
+    meta = MetadataCatalog.get(name)
+    for key, value in MetadataCatalog.get(src).as_dict().items():
+        if key != "name" and not hasattr(meta, key):
+            meta.set(**{key: value})
+
+
 def register_partimagenet(root: Optional[str] = None) -> List[str]:
-    """Register ``partimagenet_{split}_{parts,agnostic,objects}`` and ``partimagenet_seg_{split}``."""
+    """Register ``partimagenet_{split}_{parts,agnostic,objects}``, the held-out split of train
+    ``partimagenet_indomain_{train,val}_{parts,agnostic,objects}`` and ``partimagenet_seg_{split}``."""
     root = dataset_root(root)
     meta = load_metadata("partimagenet")
     part_classes = [c["name"] for c in sorted(meta["categories"], key=lambda c: c["id"])]
@@ -382,7 +460,7 @@ def register_partimagenet(root: Optional[str] = None) -> List[str]:
             part_supercategories=[c["supercategory"] for c in sorted(meta["categories"], key=lambda c: c["id"])],
         )
         names.append(_register_seg(split, root, part_classes, meta))
-    return names
+    return names + _register_heldout_views()
 
 
 def _register_seg(split: str, root: str, part_classes: List[str], meta: Dict) -> str:

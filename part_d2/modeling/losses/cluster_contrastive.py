@@ -1,7 +1,8 @@
 """OPS self-supervised loss: online k-means of pixel features, then pull/push around centroids.
 
-Computed as the OPS reference implementation (tydpan/OpenPartSeg) does, per image ``b`` of the
-batch, on the stride-4 per-pixel mask features of the Mask2Former pixel decoder:
+Computed as the OPS reference implementation (tydpan/OpenPartSeg: the loss in
+``mask2former/modeling/criterion.py``, its caller in ``mask2former/maskformer_model.py``) does, per
+image ``b`` of the batch, on the stride-4 per-pixel mask features of the Mask2Former pixel decoder:
 
 1. the object mask is resized to the feature resolution with ``nearest-exact`` interpolation;
 2. ``f`` = L2-normalised features at object pixels (the pixels are the points, gradients flow);
@@ -19,9 +20,17 @@ batch, on the stride-4 per-pixel mask features of the Mask2Former pixel decoder:
 and finally ``L_a`` and ``L_c`` are divided by ``max(n_valid, 1)``. Distances are Euclidean (not
 squared). An image with a single kept cluster adds to ``L_a`` but not to ``n_valid``.
 
-``formulation="paper"`` follows the equations printed in the OPS paper instead: squared distances
-in both exponentials and the affinity term of an image averaged (1/K) over its kept clusters
-rather than summed; everything else is as above.
+``formulation="paper"`` follows the equations printed in the OPS paper instead. With ``K`` the
+number of kept clusters of the image (the clusters the sums run over) and ``c_k`` their centroids:
+
+- Eq. 1 (contrast): ``L_c = (1/K) sum_{i, j} exp(-||c_i - c_j||^2 / tau_c)`` over all ``K^2``
+  ordered pairs, ``i = j`` included (so the diagonal alone contributes 1);
+- Eq. 2 (affinity): ``L_a = (1/K) sum_k (1/|m_k|) sum_{p in m_k} exp(||p - c_k||^2 / tau_a)``;
+
+i.e. squared distances in both exponentials, the contrast matrix summed and divided by ``K``
+(the reference's mean divides by ``K^2``), the affinity averaged over the kept clusters (the
+reference sums). Normalisation over the batch is as above: both terms are summed over the images
+and divided by ``max(n_valid, 1)``.
 
 Hull filter cost: the label maps of the whole batch go to the CPU once (one transfer per batch,
 not per cluster). A cluster whose pixel count exceeds ``hull_ratio`` times its bounding-box area is
@@ -156,6 +165,7 @@ def _image_losses(points, labels, keep, tau_a, tau_c, squared):
         keep: (K',) bool kept clusters.
     Returns:
         (affinity, contrast or None) scalars; contrast is None with fewer than 2 kept clusters.
+        ``squared``: the paper's Eq. 1 / Eq. 2 (see the module docstring), else the reference.
     """
     kept_ids = keep.nonzero()[:, 0]
     n_kept = kept_ids.numel()
@@ -178,8 +188,9 @@ def _image_losses(points, labels, keep, tau_a, tau_c, squared):
     if n_kept < 2:
         return affinity, None
     cdist = torch.cdist(centroids, centroids)
-    cdist = cdist**2 if squared else cdist
-    return affinity, torch.exp(-cdist / tau_c).mean()
+    if not squared:
+        return affinity, torch.exp(-cdist / tau_c).mean()
+    return affinity, torch.exp(-(cdist**2) / tau_c).sum() / n_kept  # Eq. 1: (1/K) sum over ordered pairs
 
 
 def cluster_contrastive_losses(
