@@ -34,7 +34,6 @@ The labels are mapped on the evaluated set itself (the reference maps on a separ
 split); the ground-truth object class of an image is its ``object_category_id`` (else its first
 object's class); images without one are left out of the mIoU with a logged count.
 """
-import itertools
 import logging
 from collections import OrderedDict, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -44,11 +43,11 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
 from part_d2.clustering.kmeans import kmeans
 from part_d2.evaluation.coco_eval import EvalParams, evaluate_coco, summarize
+from part_d2.evaluation.distributed import gather_on_main
 from part_d2.evaluation.ground_truth import AGNOSTIC_ID, coco_gt, gt_object_mask, gt_parts, parts_view
 from part_d2.evaluation.semantic_metrics import class_totals, gt_label_map, iou_per_class, miou, pred_label_map
 from part_d2.structures.masks import (
@@ -307,12 +306,9 @@ class PartDiscoveryEvaluator(DatasetEvaluator):
 
     def evaluate(self):
         """``OrderedDict(part_discovery={metric: percent})`` on the main process."""
-        entries = self._entries
-        if self._distributed:
-            comm.synchronize()
-            entries = list(itertools.chain(*comm.gather(entries, dst=0)))
-            if not comm.is_main_process():
-                return {}
+        entries = gather_on_main(self._entries, self._distributed)
+        if entries is None:  # not the main process
+            return {}
         if not entries:
             logger.warning("PartDiscoveryEvaluator: no predictions were processed; nothing to evaluate")
             return {}

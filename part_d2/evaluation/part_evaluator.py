@@ -1,5 +1,4 @@
 """Part instance segmentation evaluator: class-agnostic (and optionally class-aware) mask AP/AR."""
-import itertools
 import json
 import logging
 import os
@@ -8,11 +7,11 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.config import configurable
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
 from part_d2.evaluation.coco_eval import EvalParams, evaluate_coco, per_category_ap, summarize
+from part_d2.evaluation.distributed import gather_on_main
 from part_d2.evaluation.ground_truth import AGNOSTIC_ID, dataset_to_coco
 from part_d2.structures.masks import masks_to_rles
 
@@ -100,12 +99,9 @@ class PartEvaluator(DatasetEvaluator):
 
     def evaluate(self):
         """Returns ``OrderedDict(part_segm={metric: value in percent})`` on the main process."""
-        predictions = self._predictions
-        if self._distributed:
-            comm.synchronize()
-            predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))
-            if not comm.is_main_process():
-                return {}
+        predictions = gather_on_main(self._predictions, self._distributed)
+        if predictions is None:  # not the main process
+            return {}
         if not predictions:
             logger.warning("PartEvaluator: no predictions were processed; nothing to evaluate")
             return {}

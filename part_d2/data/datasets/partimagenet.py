@@ -39,7 +39,7 @@ from part_d2.structures.masks import rle_area, segmentation_bbox, segmentations_
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, read_json
 
-from .utils import RepairLog, dataset_root, load_metadata
+from .utils import RepairLog, checked_segmentation, dataset_root, load_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +181,9 @@ def convert_partimagenet_split(data: Dict, split: str, json_path: str, log: Repa
         if ann.get("category_id") not in expected:
             log.add("annotations of unknown categories (dropped)")
             continue
-        segm = ann.get("segmentation")
-        if isinstance(segm, list):
-            segm = _clean_polygons(segm, img["height"], img["width"], log)
-            if not segm:
-                log.add("annotations without a valid polygon (dropped)")
-                continue
-        elif not (isinstance(segm, dict) and "counts" in segm):
-            log.add("annotations without a readable segmentation (dropped)")
+        segm = checked_segmentation(ann.get("segmentation"), log,
+                                    lambda polys: _clean_polygons(polys, img["height"], img["width"], log))
+        if segm is None:
             continue
         groups[(img["id"], ann["category_id"])].append(segm)
 

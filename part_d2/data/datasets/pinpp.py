@@ -25,11 +25,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from part_d2.data.part_json import part_json, register_part_json, write_part_json
-from part_d2.structures.masks import rle_area, segmentation_bbox, segmentations_union
+from part_d2.structures.masks import polygon_is_valid, rle_area, segmentation_bbox, segmentations_union
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, read_json
 
-from .utils import RepairLog, dataset_root, reset_metadata
+from .utils import RepairLog, checked_segmentation, dataset_root, reset_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -187,14 +187,8 @@ def _convert_class(path, wnid, obj_idx, part_names, cat_index, discarded, seed, 
         if part is None or (wnid, part) not in cat_index:
             log.add("annotations whose category has no name in category_name.json (dropped)")
             continue
-        segm = ann.get("segmentation")
-        if isinstance(segm, list):
-            segm = [p for p in segm if len(p) >= 6 and len(p) % 2 == 0]
-            if not segm:
-                log.add("annotations without a valid polygon (dropped)")
-                continue
-        elif not (isinstance(segm, dict) and "counts" in segm):
-            log.add("annotations without a readable segmentation (dropped)")
+        segm = checked_segmentation(ann.get("segmentation"), log, lambda polys: list(filter(polygon_is_valid, polys)))
+        if segm is None:
             continue
         rle = segmentations_union([segm], img["height"], img["width"])
         area = rle_area(rle)

@@ -3,7 +3,7 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -103,3 +103,18 @@ def reset_metadata(names: Iterable[str], **updates) -> None:
         meta.update(updates)
         MetadataCatalog.remove(name)
         MetadataCatalog.get(name).set(**meta)
+
+
+def checked_segmentation(segm, log: RepairLog, clean_polygons: Callable[[List], List]):
+    """A release annotation's segmentation as part_d2 keeps it: polygons through ``clean_polygons``
+    (None when none is left), RLE dicts unchanged, anything else None; each None is counted in ``log``."""
+    if isinstance(segm, list):
+        segm = clean_polygons(segm)
+        if not segm:
+            log.add("annotations without a valid polygon (dropped)")
+            return None
+        return segm
+    if isinstance(segm, dict) and "counts" in segm:
+        return segm
+    log.add("annotations without a readable segmentation (dropped)")
+    return None
