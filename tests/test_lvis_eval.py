@@ -209,3 +209,16 @@ def test_evaluator_maps_contiguous_ids_and_reports_percent(tmp_path):
     # category 5: the hit in image 1, two false positives in image 2 (negative there) ranked above it
     assert res["AP"] == pytest.approx(100 / 3) and res["AR@2"] == pytest.approx(100)
     assert np.isnan(res["APf"]) and (tmp_path / "part_predictions.json").is_file()
+
+
+def test_bench_case_tiny_scale():
+    import os
+    import sys
+
+    pytest.importorskip("lvis")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import bench_lvis_evaluator
+
+    result = bench_lvis_evaluator.run(scale=0.02)
+    assert result["params"]["images"] == 10 and result["params"]["categories"] == 10
+    assert result["details"]["max_abs_diff"] == 0 and result["rows"][0]["quality_ok"]
