@@ -173,6 +173,12 @@ def test_bad_input_is_named():
     gt["categories"][1]["frequency"] = "x"
     with pytest.raises(ValueError, match="frequency"):
         evaluate_lvis(gt, [])
+    gt = _tiny()
+    del gt["annotations"][0]["area"]
+    with pytest.raises(ValueError, match="annotation .* no 'area'"):
+        evaluate_lvis(gt, [])
+    with pytest.raises(ValueError, match="detection has no 'category_id'"):
+        evaluate_lvis(_tiny(), [{"image_id": 1, "score": 1.0, "segmentation": _square()}])
     with pytest.raises(ValueError, match="unknown to the ground truth"):
         evaluate_lvis(_tiny(), [{"image_id": 7, "category_id": 1, "score": 1.0, "segmentation": _square()}])
 

@@ -115,16 +115,22 @@ def evaluate_lvis(
     img_index = {i: n for n, i in enumerate(img_ids)}
     cat_index = {c: n for n, c in enumerate(cat_ids)}
 
-    gt_anns = [
-        a for a in gt["annotations"]
-        if a["image_id"] in img_index and a["category_id"] in cat_index and 0 < a["area"] < float("inf")
-    ]
+    try:
+        gt_anns = [
+            a for a in gt["annotations"]
+            if a["image_id"] in img_index and a["category_id"] in cat_index and 0 < a["area"] < float("inf")
+        ]
+    except KeyError as e:
+        raise ValueError(f"an annotation of the LVIS ground truth has no {e.args[0]!r} field") from None
     positive = {(a["image_id"], a["category_id"]) for a in gt_anns}
-    det_anns = [
-        d for d in _top_per_image(detections, images, max_dets)
-        if d["image_id"] in img_index and d["category_id"] in cat_index
-        and ((d["image_id"], d["category_id"]) in positive or d["category_id"] in neg[d["image_id"]])
-    ]
+    try:
+        det_anns = [
+            d for d in _top_per_image(detections, images, max_dets)
+            if d["image_id"] in img_index and d["category_id"] in cat_index
+            and ((d["image_id"], d["category_id"]) in positive or d["category_id"] in neg[d["image_id"]])
+        ]
+    except KeyError as e:
+        raise ValueError(f"a detection has no {e.args[0]!r} field") from None
     det_regions = [_region(d, images[d["image_id"]], iou_type, "detection") for d in det_anns]
     det_area = _region_areas(det_regions, iou_type)
     nonempty = np.flatnonzero(det_area > 0)
@@ -275,7 +281,9 @@ class LvisEvaluator(PartEvaluator):
             PathManager.mkdirs(self._output_dir)
             with PathManager.open(os.path.join(self._output_dir, PREDICTIONS_FILE), "w") as f:
                 json.dump(results, f)
-        json_file = MetadataCatalog.get(self._dataset_name).json_file
+        json_file = MetadataCatalog.get(self._dataset_name).get("json_file")
+        if not json_file:
+            raise ValueError(f"LvisEvaluator: dataset {self._dataset_name} has no metadata json_file (an LVIS json)")
         with PathManager.open(json_file) as f:
             gt = json.load(f)
         cat_ids = sorted(c["id"] for c in gt["categories"])
