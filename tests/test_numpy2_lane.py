@@ -2,6 +2,7 @@
 numpy, Pillow and detectron2 are installed, every part_d2 module imports, the COCO and LVIS-style
 evaluators, the dataset mapper and both meta-architectures' forward (Cascade Mask R-CNN and
 Mask2Former, tiny synthetic configs) run and give the expected results."""
+import ast
 import importlib
 import json
 import os
@@ -42,6 +43,23 @@ def test_versions_and_every_module_imports():
             failed[name] = repr(e)
     assert not failed
     assert len(names) > 50
+
+
+def test_nothing_imports_a_top_level_tools_module():
+    """An editable detectron2 install puts detectron2's own ``tools/`` on ``sys.path``: part_d2's
+    scripts are run or loaded by file path (tests/tool_loader.py), never imported as ``tools``."""
+    offenders = []
+    for folder in ("part_d2", "tests", "tools", "bench", "projects"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, folder)):
+            for name in (f for f in files if f.endswith(".py")):
+                path = os.path.join(dirpath, name)
+                with open(path) as f:
+                    tree = ast.parse(f.read(), path)
+                for node in ast.walk(tree):
+                    modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                        [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+                    offenders += [f"{path}:{node.lineno}" for m in modules if m.split(".")[0] == "tools"]
+    assert not offenders
 
 
 def _register(tiny_part_dataset, tmp_path):
