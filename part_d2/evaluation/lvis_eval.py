@@ -20,7 +20,9 @@ which are pycocotools' and coincide with LVISEval's for non-crowd ground truth. 
   area ranges without non-ignored ground truth get -1.
 
 One difference on purpose: LVISEval stores matched ground-truth ``id``\\ s and so takes a match to a
-ground truth whose id is 0 for no match; here matches do not depend on annotation ids.
+ground truth whose id is 0 for no match; here matches do not depend on annotation ids. And for
+"segm" a detection's area is its mask area even when it carries a ``bbox`` (``LVISResults`` then
+takes the box area; detectron2's LVISEvaluator removes the boxes for mask AP for that reason).
 """
 import itertools
 import json
