@@ -64,6 +64,8 @@ def _add_eval_config(cfg):
     cfg.TEST.PART_EVAL = CN()
     cfg.TEST.PART_EVAL.MAX_DETS = [1, 10, 100, 200]  # maxDets for AR; AP uses the largest
     cfg.TEST.PART_EVAL.CLASS_AWARE = False  # also report class-aware AP (needs part classes)
+    cfg.TEST.LVIS_EVAL = CN()
+    cfg.TEST.LVIS_EVAL.MAX_DETS = 300  # LVIS-style evaluation (evaluator_type "lvis"): detections kept per image
     cfg.TEST.DETECTIONS_PER_IMAGE = 200  # at most this many part predictions per image
     cfg.TEST.DEMO_CONFIDENCE = 0.5  # demo: default score threshold of drawn parts
 

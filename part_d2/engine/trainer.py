@@ -60,9 +60,9 @@ def build_evaluator(cfg, dataset_name: str, output_folder=None):
 
         return InstanceSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
     if kind == "lvis":
-        from detectron2.evaluation import LVISEvaluator
+        from part_d2.evaluation.lvis_eval import LvisEvaluator
 
-        return LVISEvaluator(dataset_name, ("segm",), True, output_folder)
+        return LvisEvaluator(cfg, dataset_name, output_folder)
     raise ValueError(f"dataset '{dataset_name}' has evaluator_type={kind!r}, which part_d2 does not handle")
 
 
