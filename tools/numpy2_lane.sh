@@ -33,10 +33,8 @@ PIP=("$PY" -m pip install -q --disable-pip-version-check)
 if ! "$PY" -c "import numpy, PIL, torch, torchvision, pycocotools, cv2, pydensecrf.densecrf, fvcore, submitit
 assert int(numpy.__version__.split('.')[0]) >= 2 and int(PIL.__version__.split('.')[0]) >= 10" >/dev/null 2>&1; then
     log "installing numpy 2, Pillow >= 10, torch and the dependencies"
-    "${PIP[@]}" "numpy>=2" "pillow>=10" torch torchvision fvcore "iopath>=0.1.7,<0.1.10" pycocotools \
-        scikit-learn scikit-image opencv-python-headless scipy shapely tqdm pytest pydensecrf2 matplotlib \
-        termcolor yacs tabulate cloudpickle tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" pyyaml \
-        packaging black submitit 2>&1 | grep -v "^WARNING: Location" || true
+    "${PIP[@]}" "numpy>=2" "pillow>=10" torch torchvision black submitit -r "$ROOT/requirements/d2-main.txt" \
+        2>&1 | grep -v "^WARNING: Location" || true
     # lvis: only the reference that the LVIS-style evaluation tests compare with
     "${PIP[@]}" --no-deps lvis 2>&1 | grep -v "^WARNING: Location" || true
 fi
