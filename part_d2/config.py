@@ -106,6 +106,7 @@ def _add_mask2former_config(cfg):
     mf.TEST.OBJECT_MASK_THRESHOLD = 0.8  # official key (panoptic); unused
     mf.TEST.OVERLAP_THRESHOLD = 0.8  # official key (panoptic); unused
     mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = True  # official key; always true for instances
+    mf.QUERY_FEATURE_NORMALIZE = False  # L2-normalise mask embeddings before the mask product (PartDistillation)
     mf.TEST.RETURN_QUERY_EMBEDDINGS = False  # add each prediction's decoder embedding to the outputs
     head = cfg.MODEL.SEM_SEG_HEAD
     head.MASK_DIM = 256  # channels of the per-pixel mask embeddings
@@ -173,7 +174,7 @@ def _add_part_distillation_config(cfg):
     pd.OBJECT_CONDITIONING = "none"  # "none" (reference) or "feature" (learned in/out-of-object feature offsets)
     cfg.DATASETS.MIN_OBJECT_AREA_RATIO = 0.0  # training: drop images whose objects cover <= this image fraction
     cfg.DATASETS.MIN_PART_AREA_RATIO = 0.0  # training: drop parts covering <= this fraction of their object
-    cfg.DATASETS.FEW_SHOT_PERCENTAGE = 100.0  # training: keep this percentage of the images (few-shot)
+    cfg.DATASETS.FEW_SHOT_PERCENTAGE = 100  # training: keep this integer percentage of the images (1 = 1%)
     cfg.DATASETS.FEW_SHOT_SEED = 1234  # training: seed of the few-shot image selection
     disc = cfg.TEST.PART_DISCOVERY = CN()
     disc.ENABLED = False  # evaluate with PartDiscoveryEvaluator (AR + mIoU-mapped/clustered) instead
@@ -188,7 +189,8 @@ def _add_part_distillation_config(cfg):
     om.MODEL = "detectron2"  # stage 0 object model: "detectron2" (any instance model) or "detic"
     om.TOPK = 10  # keep this many detections per image (of the image's own class if any)
     om.SCORE_THRESH = 0.0  # and only those scoring above this
-    om.VOCABULARY = []  # class names of the detector's outputs (empty: the model's metadata classes)
+    om.VOCABULARY = []  # class names of the detector's outputs (empty: VOCABULARY_FILE / the dataset's classes)
+    om.VOCABULARY_FILE = ""  # Detic: class names, one per line or a json list (empty: the dataset's object classes)
     om.VOCABULARY_EMBEDDINGS = ""  # Detic: (C, D) .npy text embeddings of VOCABULARY (empty: CLIP if importable)
     pg = pd.PIXEL_GROUPING = CN()
     pg.FEATURE_KEYS = ["res3", "res4"]  # backbone features, resized to the first one's stride and concatenated
