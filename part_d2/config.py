@@ -217,9 +217,9 @@ def _add_part_distillation_config(cfg):
     rk.KMEANS_N_INIT = 10  # k-means restarts per object class
     rk.KMEANS_MAX_ITER = 300  # k-means iterations per restart
     rk.MIN_AREA_RATIO = 0.05  # keep proposals covering more than this fraction of the object (all if none)
-    rk.MIN_SCORE = 0.3  # keep proposals scoring above this (all if none)
-    rk.NORMALIZE_FEATURES = True  # L2-normalise the decoder query features
-    rk.FAITHFUL_METRIC = False  # rank by the reference's x.c - |x|^2 - |c|^2 instead of -|x - c|^2
+    rk.MIN_SCORE = 0.3  # tau_s: keep proposals whose class probability is above this (all if none)
+    rk.NORMALIZE_FEATURES = True  # L2-normalise the decoder query features (reference PROPOSAL_FEATURE_NORM)
+    rk.METRIC = "l2"  # mode logits: "l2" -|x-c|^2 (paper), "reference_l2" x.c-|x|^2-|c|^2, "dot" x.c
 
 
 def _add_federated_loss_config(cfg):
