@@ -202,7 +202,8 @@ def _add_part_distillation_config(cfg):
     pg.IMAGE_SIZE = 640  # resize images so that the longer side is this (reference: 640)
     pg.MAX_OBJECTS_PER_IMAGE = 1  # group the first N objects of each image (0: all; reference: the top one)
     crf = pg.CRF = CN()
-    crf.ENABLED = True  # refine each object's parts with a dense CRF on its crop
+    crf.ENABLED = True  # refine each object's parts with a dense CRF
+    crf.MODE = "image"  # "image": whole image at IMAGE_SIZE (reference); "crop": object crop at full resolution
     crf.ITERATIONS = 10  # mean-field iterations
     crf.GT_PROB = 0.7  # confidence of the initial labels (unary)
     crf.GAUSSIAN_SXY = 3.0  # smoothness kernel: spatial std (px)
@@ -210,7 +211,7 @@ def _add_part_distillation_config(cfg):
     crf.BILATERAL_SXY = 20.0  # appearance kernel: spatial std (px)
     crf.BILATERAL_SRGB = 13.0  # appearance kernel: colour std
     crf.BILATERAL_COMPAT = 10.0  # appearance kernel: weight
-    crf.CROP_MARGIN = 0.1  # crop = object box grown by this fraction of its size on each side
+    crf.CROP_MARGIN = 0.1  # MODE "crop": crop = object box grown by this fraction of its size on each side
     crf.REFERENCE_RELABEL_BUG = False  # reproduce the reference's relabelling (drops a part without background)
     rk = pd.RANKING = CN()
     rk.NUM_MODES = 8  # k-means modes (part classes) per object class

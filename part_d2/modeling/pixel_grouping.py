@@ -12,7 +12,8 @@ For one image and its object masks:
    ``2 f.c - |c|^2`` ("l2": ``-|f - c|^2`` up to ``-|f|^2``, equal for all clusters). Both are
    linear in ``f``, so upsampling the scores gives the same assignment as scoring upsampled
    features (the reference's way), without upsampling C-channel features;
-4. optionally a dense CRF on the object's crop (:mod:`part_d2.modeling.dense_crf`).
+4. optionally a dense CRF, by default on the whole image at the grouping size as the reference
+   (``CRF.MODE``, :mod:`part_d2.modeling.dense_crf`).
 """
 import logging
 from typing import Dict, List, Optional, Sequence
@@ -214,7 +215,8 @@ class PixelGrouper:
         crf = None
         if pg.CRF.ENABLED:
             c = pg.CRF
-            crf = {"margin": c.CROP_MARGIN, "reference_relabel_bug": c.REFERENCE_RELABEL_BUG,
+            crf = {"mode": c.MODE, "image_size": pg.IMAGE_SIZE, "margin": c.CROP_MARGIN,
+                   "reference_relabel_bug": c.REFERENCE_RELABEL_BUG,
                    "gt_prob": c.GT_PROB, "iterations": c.ITERATIONS, "gaussian_sxy": c.GAUSSIAN_SXY,
                    "gaussian_compat": c.GAUSSIAN_COMPAT, "bilateral_sxy": c.BILATERAL_SXY,
                    "bilateral_srgb": c.BILATERAL_SRGB, "bilateral_compat": c.BILATERAL_COMPAT}
