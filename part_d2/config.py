@@ -18,6 +18,7 @@ def add_part_d2_config(cfg):
     _add_mask2former_config(cfg)
     _add_ops_config(cfg)
     _add_part_distillation_config(cfg)
+    _add_pipeline_config(cfg)
     _add_federated_loss_config(cfg)
     return cfg
 
@@ -221,6 +222,25 @@ def _add_part_distillation_config(cfg):
     rk.MIN_SCORE = 0.3  # tau_s: keep proposals whose class probability is above this (all if none)
     rk.NORMALIZE_FEATURES = True  # L2-normalise the decoder query features (reference PROPOSAL_FEATURE_NORM)
     rk.METRIC = "l2"  # mode logits: "l2" -|x-c|^2 (paper), "reference_l2" x.c-|x|^2-|c|^2, "dot" x.c
+
+
+def _add_pipeline_config(cfg):
+    """Offline stages run as hooks of a training run (part_d2/engine/hooks.py)."""
+    pl = cfg.PIPELINE = CN()
+    pl.GROUPING = CN()  # PartDistillation stage 1a before training
+    pl.GROUPING.INPUT = ""  # registered dataset with objects ("": hook off)
+    pl.GROUPING.OUTPUT = ""  # output directory (as tools/pd_pixel_grouping.py --output)
+    pl.GROUPING.PREFIX = ""  # the output is registered as PREFIX_{parts,agnostic,objects}
+    pl.RANKING = CN()  # PartDistillation stage 2 after training, with the trained model
+    pl.RANKING.INPUT = ""  # registered dataset with objects ("": hook off)
+    pl.RANKING.OUTPUT = ""  # output directory (as tools/pd_rank_parts.py --output)
+    pl.RANKING.PREFIX = ""  # the output is registered as PREFIX_{parts,agnostic,objects}
+    pl.PSEUDO_LABELS = CN()  # OPS pseudo labels after training, with the trained model
+    pl.PSEUDO_LABELS.INPUT = ""  # registered dataset to pseudo-label ("": hook off)
+    pl.PSEUDO_LABELS.OUTPUT = ""  # output directory of pseudo_labels.json (as tools/generate_pseudo_labels.py)
+    pl.PSEUDO_LABELS.PREFIX = ""  # the output is registered as PREFIX_{parts,agnostic,objects}
+    pl.NEXT_CONFIG = ""  # after training, train this config in the same process ("": stop)
+    pl.NEXT_OPTS = []  # KEY VALUE overrides of NEXT_CONFIG (MODEL.WEIGHTS defaults to this run's model_final.pth)
 
 
 def _add_federated_loss_config(cfg):
