@@ -34,13 +34,13 @@ def test_ranking_logits_l2_reference_l2_and_dot():
 def test_pixels_go_to_the_largest_mask_probability_times_class_probability():
     """Hand-computed: pixel 0: A 0.95 x 0.5 = 0.475 > B 0.55 x 0.6 = 0.33 -> A (the higher-scoring
     binary mask B would take it under a binary rule); pixel 1: A 0.6 x 0.5 = 0.30 < B 0.9 x 0.6 =
-    0.54 -> B; pixel 2: only A covers (B 0.3 < 0.5) but A 0.7 x 0.5 = 0.35 > B 0.3 x 0.6 = 0.18 -> A;
-    pixel 3: no probability above 0.5 -> nobody; pixel 4: outside the object."""
+    0.54 -> B; pixel 2: A 0.7 x 0.5 = 0.35 > B 0.3 x 0.6 = 0.18 -> A; pixel 3: no probability above
+    0.5, still A 0.4 x 0.5 = 0.20 < B 0.45 x 0.6 = 0.27 -> B; pixel 4: outside the object -> nobody."""
     probs = np.array([[[0.95, 0.6, 0.7, 0.4, 0.9]], [[0.55, 0.9, 0.3, 0.45, 0.9]]])
     region = np.array([[True, True, True, True, False]])
     out = unique_assignment(probs, np.array([0.5, 0.6]), region)
     np.testing.assert_array_equal(out[0, 0], [True, False, True, False, False])
-    np.testing.assert_array_equal(out[1, 0], [False, True, False, False, False])
+    np.testing.assert_array_equal(out[1, 0], [False, True, False, True, False])
 
 
 def test_tau_s_filters_the_class_probability():

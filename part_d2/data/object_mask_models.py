@@ -189,7 +189,7 @@ def vocabulary_names(om, record_class_names: Sequence[str] = ()) -> List[str]:
 def build_object_mask_model(cfg, record_class_names: Sequence[str] = ()) -> ObjectMaskModel:
     """The stage-0 model of ``cfg`` (``PART_DISTILLATION.OBJECT_MASKS``; the model from
     ``MODEL.*``; for Detic, a config loaded with :func:`load_detic_config`)."""
-    from detectron2.data import MetadataCatalog
+    from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.engine import DefaultPredictor
 
     om = cfg.PART_DISTILLATION.OBJECT_MASKS
@@ -202,11 +202,16 @@ def build_object_mask_model(cfg, record_class_names: Sequence[str] = ()) -> Obje
     if om.MODEL == "detic":
         names = vocabulary_names(om, record_class_names)
         set_detic_vocabulary(predictor.model, vocabulary_embeddings(names, om.VOCABULARY_EMBEDDINGS))
+    elif not names and om.VOCABULARY_FILE:
+        names = read_vocabulary_file(om.VOCABULARY_FILE)
     elif not names:
         train = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else ""
-        names = list(getattr(MetadataCatalog.get(train), "thing_classes", [])) if train else []
+        if train and not MetadataCatalog.get(train).get("thing_classes"):
+            DatasetCatalog.get(train)  # part_d2 datasets set their classes when loaded
+        names = list(MetadataCatalog.get(train).get("thing_classes", [])) if train else []
         if not names:
-            raise ValueError("no class names: set PART_DISTILLATION.OBJECT_MASKS.VOCABULARY or DATASETS.TRAIN")
+            raise PartDatasetError("no class names of the object model's outputs: set PART_DISTILLATION.OBJECT_MASKS."
+                                   "VOCABULARY / VOCABULARY_FILE, or DATASETS.TRAIN to its training dataset")
     return ObjectMaskModel(predictor, names, record_class_names, om.TOPK, om.SCORE_THRESH, "BGR")
 
 

@@ -165,8 +165,9 @@ class PartTrainer(DefaultTrainer):
 
 def train_pipeline(cfg, args):
     """Train ``cfg`` (resuming with ``args.resume``), then each ``PIPELINE.NEXT_CONFIG`` in turn in
-    this process: its ``MODEL.WEIGHTS`` is the previous run's ``model_final.pth`` unless
-    ``PIPELINE.NEXT_OPTS`` sets it. Returns the last run's results."""
+    this process: its ``MODEL.WEIGHTS`` is the previous run's ``model_final.pth`` and its
+    ``MODEL.DEVICE`` the previous run's, unless ``PIPELINE.NEXT_OPTS`` sets them. Returns the last
+    run's results."""
     from detectron2.engine import default_setup
 
     from part_d2.engine.setup import load_config
@@ -179,6 +180,7 @@ def train_pipeline(cfg, args):
             return results
         weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
         logger.info(f"pipeline: continuing with {cfg.PIPELINE.NEXT_CONFIG} from {weights}")
-        cfg = load_config(cfg.PIPELINE.NEXT_CONFIG, ["MODEL.WEIGHTS", weights] + list(cfg.PIPELINE.NEXT_OPTS))
+        inherited = ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", cfg.MODEL.DEVICE]
+        cfg = load_config(cfg.PIPELINE.NEXT_CONFIG, inherited + list(cfg.PIPELINE.NEXT_OPTS))
         cfg.freeze()
         default_setup(cfg, args)

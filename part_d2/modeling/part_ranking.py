@@ -3,9 +3,10 @@
 Per object (the paper's rule, supplementary "part ranking"; the reference's
 ``PartRankingModel._unique_assignment`` with ``USE_PER_PIXEL_LABEL_DURING_CLUSTERING True``):
 
-1. every pixel of the object covered by a proposal (some mask probability > 0.5) goes to
-   ``argmax_j sigmoid(M_j) * s_j``, with ``M_j`` the mask logits and ``s_j`` the class probability
-   of proposal ``j`` (the predictions keep both: ``mask_probs`` and ``class_scores``);
+1. every pixel of the object goes to ``argmax_j sigmoid(M_j) * s_j``, with ``M_j`` the mask
+   logits and ``s_j`` the class probability of proposal ``j`` (the predictions keep both:
+   ``mask_probs`` and ``class_scores``). The reference also leaves out the pixels that no
+   proposal covers (every probability <= 0.5);
 2. the resulting disjoint segments are filtered by area (fraction of the object, ``MIN_AREA_RATIO``)
    then by class probability ``s_j > tau_s`` (``MIN_SCORE``), each filter keeping all its inputs
    when none passes (as the reference).
@@ -38,8 +39,7 @@ CENTROIDS_NPY = "part_centroids.npy"
 
 
 def unique_assignment(mask_probs: np.ndarray, scores: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Disjoint segments inside ``region``: each pixel covered by a proposal (probability > 0.5)
-    goes to ``argmax_j mask_probs[j] * scores[j]``.
+    """Disjoint segments covering ``region``: each pixel goes to ``argmax_j mask_probs[j] * scores[j]``.
 
     Args:
         mask_probs: (N, H, W) float in [0, 1] (sigmoid of the mask logits); scores: (N,) float
@@ -51,8 +51,7 @@ def unique_assignment(mask_probs: np.ndarray, scores: np.ndarray, region: np.nda
         return np.zeros(mask_probs.shape, bool)
     probs = np.asarray(mask_probs, np.float64)
     best = (probs * np.asarray(scores, np.float64)[:, None, None]).argmax(axis=0)
-    covered = (probs > 0.5).any(axis=0) & region
-    return (best[None] == np.arange(len(probs))[:, None, None]) & covered[None]
+    return (best[None] == np.arange(len(probs))[:, None, None]) & region[None]
 
 
 def keep_or_all(passes: np.ndarray) -> np.ndarray:
