@@ -37,6 +37,7 @@ from part_d2.data.shards import (
     write_manifest,
 )
 from part_d2.modeling.part_ranking import (
+    METRICS,
     PartCentroids,
     cluster_part_modes,
     label_segments,
@@ -285,6 +286,8 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
             ``class_scores`` and ``query_embeddings`` (:func:`build_proposal_predictor`).
         metric: mode logits, see :func:`part_d2.modeling.part_ranking.ranking_logits`.
     """
+    if metric not in METRICS:
+        raise ValueError(f"PART_DISTILLATION.RANKING.METRIC={metric!r}; expected one of {METRICS}")
     proposals = ShardStore(output, len(records), shard_size, subdir="proposals")
 
     def process_proposals(i, record):

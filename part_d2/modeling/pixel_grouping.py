@@ -26,7 +26,7 @@ from detectron2.config import configurable
 from detectron2.structures import ImageList
 
 from part_d2.clustering.kmeans import batched_kmeans
-from part_d2.modeling.dense_crf import refine_parts_with_crf
+from part_d2.modeling.dense_crf import CRF_MODES, refine_parts_with_crf
 
 logger = logging.getLogger(__name__)
 METRICS = ("dot", "l2")
@@ -188,6 +188,8 @@ class PixelGrouper:
         """
         if metric not in METRICS:
             raise ValueError(f"PIXEL_GROUPING.METRIC={metric!r}; expected one of {METRICS}")
+        if crf is not None and crf.get("mode", "image") not in CRF_MODES:
+            raise ValueError(f"PIXEL_GROUPING.CRF.MODE={crf['mode']!r}; expected one of {CRF_MODES}")
         if len(pixel_mean) != 3:
             raise ValueError(f"pixel grouping needs an RGB model (3 PIXEL_MEAN values), got {list(pixel_mean)}")
         self.backbone = backbone.eval()
