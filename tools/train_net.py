@@ -5,6 +5,10 @@
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file CFG --num-gpus 2   # 2 processes (GPUs, or CPU with gloo)
     python tools/train_net.py --config-file CFG --resume       # continue from the last checkpoint
+
+With ``PIPELINE.*`` keys one run also executes offline stages as hooks (stage 1a before training,
+stage 2 or OPS pseudo labels after it) and continues with ``PIPELINE.NEXT_CONFIG``
+(:mod:`part_d2.engine.hooks`).
 """
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
@@ -14,6 +18,7 @@ import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.checkpoint import PartCheckpointer
 from part_d2.engine import PartTrainer, launch_tool
 from part_d2.engine.setup import setup
+from part_d2.engine.trainer import train_pipeline
 
 
 def main(args):
@@ -27,9 +32,7 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
-    trainer = PartTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    return train_pipeline(cfg, args)
 
 
 def run(argv=None):

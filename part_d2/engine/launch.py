@@ -64,15 +64,16 @@ def launch_tool(main: Callable, args, user_errors: Sequence[type] = ()):
     """Run a tool's ``main(args)`` with :func:`launch` (detectron2's ``--num-gpus``,
     ``--num-machines``, ``--machine-rank``, ``--dist-url`` in ``args``).
 
-    A bad input (config, dataset, image or import error, or one of ``user_errors``), in this
+    A bad input (config, dataset, image, checkpoint or import error, or one of ``user_errors``), in this
     process or in a spawned one, ends the program with one line ``error: <message>`` on stderr and
     exit status 1 instead of a traceback.
     """
+    from part_d2.checkpoint import CheckpointMismatchError
     from part_d2.data.image_io import ImageReadError
     from part_d2.data.part_json import PartDatasetError, clean_error_message
     from part_d2.engine.setup import ConfigError
 
-    errors = (ConfigError, PartDatasetError, ImageReadError, ImportError) + tuple(user_errors)
+    errors = (ConfigError, PartDatasetError, ImageReadError, ImportError, CheckpointMismatchError) + tuple(user_errors)
     try:
         return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                       dist_url=args.dist_url, args=(args,))

@@ -37,6 +37,7 @@ from part_d2.data.shards import (
     write_manifest,
 )
 from part_d2.modeling.part_ranking import (
+    METRICS,
     PartCentroids,
     cluster_part_modes,
     label_segments,
@@ -270,7 +271,7 @@ def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size
 # stage 2
 def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict], output: str, shard_size: int,
                      object_classes: Sequence[str], num_modes: int = 8, min_area_ratio: float = 0.05,
-                     min_score: float = 0.3, normalize: bool = True, faithful: bool = False, n_init: int = 10,
+                     min_score: float = 0.3, normalize: bool = True, metric: str = "l2", n_init: int = 10,
                      max_iter: int = 300, seed: int = 0, num_jobs: int = 1, job_id: int = 0,
                      source: str = "", device: str = "cpu") -> bool:
     """Rank part proposals into (object class, mode) classes; see :mod:`part_d2.modeling.part_ranking`.
@@ -281,9 +282,12 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
     into ``shards/``. Each step is skipped when its files exist.
 
     Args:
-        predict: ``record -> Instances`` (CPU) with ``pred_masks`` at the record's resolution,
-            ``scores`` and ``query_embeddings``.
+        predict: ``record -> Instances`` (CPU) with ``mask_probs`` at the record's resolution,
+            ``class_scores`` and ``query_embeddings`` (:func:`build_proposal_predictor`).
+        metric: mode logits, see :func:`part_d2.modeling.part_ranking.ranking_logits`.
     """
+    if metric not in METRICS:
+        raise ValueError(f"PART_DISTILLATION.RANKING.METRIC={metric!r}; expected one of {METRICS}")
     proposals = ShardStore(output, len(records), shard_size, subdir="proposals")
 
     def process_proposals(i, record):
@@ -347,7 +351,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                 if n == 0:
                     continue
                 segs = np.stack([segmentation_to_mask(p, h, w) for p in o["proposals"]])
-                probs = centroids.probabilities(feats[row: row + n], o["class"], faithful)
+                probs = centroids.probabilities(feats[row: row + n], o["class"], metric)
                 row += n
                 masks, modes, scores = label_segments(segs, np.asarray(o["scores"]), probs)
                 anns += [instance_entry(oid * PART_ID_BASE + p, image["id"], o["class"] * num_modes + m, mk,
@@ -363,11 +367,12 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
     return finish_stage(store, {"stage": "part_ranking", "source": source,
                                 "part_classes": mode_names(object_classes, num_modes),
                                 "object_classes": list(object_classes), "num_modes": num_modes,
-                                "faithful_metric": faithful})
+                                "metric": metric})
 
 
 def build_proposal_predictor(cfg, model=None):
-    """``record -> Instances`` (CPU, with query_embeddings) of the part-proposal model of ``cfg``."""
+    """``record -> Instances`` (CPU, with query_embeddings, mask_probs and class_scores) of the
+    part-proposal model of ``cfg``."""
     import torch
 
     from part_d2.checkpoint import PartCheckpointer
@@ -379,6 +384,7 @@ def build_proposal_predictor(cfg, model=None):
         PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(cfg.MODEL.WEIGHTS)
     model = getattr(model, "module", model)
     model.return_query_embeddings = True
+    model.return_mask_probs = True
     mapper = PartDatasetMapper(cfg, False)
 
     @torch.no_grad()
@@ -400,6 +406,6 @@ def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, jo
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     return run_part_ranking(build_proposal_predictor(cfg, model), records, output, pd.SHARD_SIZE, classes,
-                            rk.NUM_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES, rk.FAITHFUL_METRIC,
+                            rk.NUM_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES, rk.METRIC,
                             rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id, dataset,
                             device=cfg.MODEL.DEVICE)
