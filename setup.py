@@ -17,10 +17,9 @@ setup(
         "scikit-learn",
         "scikit-image",
         "pydensecrf2",
-        "lvis",
         "scipy",
         "shapely",
         "tqdm",
     ],
-    extras_require={"slurm": ["submitit"], "test": ["pytest"]},
+    extras_require={"slurm": ["submitit"], "test": ["pytest", "lvis"]},
 )

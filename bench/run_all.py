@@ -33,6 +33,7 @@ CASES = {
     "mask2former": "bench_mask2former",
     "ss_loss": "bench_ss_loss",
     "evaluator": "bench_evaluator",
+    "lvis_evaluator": "bench_lvis_evaluator",
     "classifier_memory": "bench_classifier_memory",
 }
 

@@ -5,7 +5,12 @@
 * a pretrained 3-channel input conv (ResNet ``stem.conv1``, Swin ``patch_embed.proj``) loaded
   into a 4-channel object-aware model according to ``INPUT.OBJECT_MASK.INIT``;
 * a summary of the entries skipped for shape (e.g. an 80-class head loaded into a class-agnostic
-  model) and an error when a checkpoint shares no weight with the model.
+  model) and an error when a checkpoint shares no weight with the model;
+* PartDistillation's stage-3 class head in either layout (:func:`load_part_classifier`): part_d2's
+  ``part_classifier.{weight,bias}`` (N_obj * P rows, float32) + ``part_classifier.no_object.*``,
+  or the reference's single ``sem_seg_head.predictor.class_embed`` of N_obj * P + 1 float64 rows
+  with the shared no-object row last (``part_distillation_transformer_decoder.py``).
+  :func:`to_reference_layout` writes the other direction (``tools/convert_pd_checkpoint.py``).
 
 Usage::
 
@@ -27,8 +32,93 @@ logger = logging.getLogger(__name__)
 INPUT_CONV_SUFFIXES = ("stem.conv1.weight", "patch_embed.proj.weight")
 
 
+REFERENCE_CLASS_EMBED = "sem_seg_head.predictor.class_embed"
+PART_CLASSIFIER = "part_classifier"
+
+
 class CheckpointMismatchError(RuntimeError):
     """The checkpoint has no weight that fits the model (wrong architecture or wrong file)."""
+
+
+def _shape(state: Dict[str, torch.Tensor], key: str) -> str:
+    return str(tuple(state[key].shape)) if key in state else "missing"
+
+
+def load_part_classifier(state: Dict[str, torch.Tensor], model_state: Dict[str, torch.Tensor]
+                         ) -> Dict[str, torch.Tensor]:
+    """The checkpoint ``state`` with its per-object part classifier in part_d2's layout.
+
+    Models without ``part_classifier.weight`` get ``state`` unchanged. Otherwise (N = N_obj * P
+    rows of width C):
+
+    * part_d2 keys ``part_classifier.*`` must all be present with the model's shapes;
+    * else a reference ``sem_seg_head.predictor.class_embed`` of (N + 1, C) (+ (N + 1,) bias) is
+      split: rows ``[:N]`` -> ``part_classifier.{weight,bias}``, row ``N`` (no object) ->
+      ``part_classifier.no_object.*``, cast to the model's dtype (the reference stores float64);
+    * else a class-agnostic ``class_embed`` of 2 rows (the stage-1b proposal model, from which
+      stage 3 starts) keeps the model's fresh classifier, with a warning;
+    * anything else raises :class:`CheckpointMismatchError` naming the key and the shapes.
+    """
+    key = f"{PART_CLASSIFIER}.weight"
+    if key not in model_state:
+        return state
+    expected = {k: v for k, v in model_state.items() if k.startswith(f"{PART_CLASSIFIER}.")}
+    rows, dim = model_state[key].shape
+    if any(k.startswith(f"{PART_CLASSIFIER}.") for k in state):
+        bad = [k for k, v in expected.items() if k not in state or state[k].shape != v.shape]
+        if bad:
+            raise CheckpointMismatchError(
+                f"{bad[0]}: checkpoint has {_shape(state, bad[0])}, the model needs {tuple(expected[bad[0]].shape)} "
+                "(PART_DISTILLATION.NUM_OBJECT_CLASSES x NUM_PART_MODES rows)")
+        return state
+    ref_w, ref_b = f"{REFERENCE_CLASS_EMBED}.weight", f"{REFERENCE_CLASS_EMBED}.bias"
+    if ref_w in state and tuple(state[ref_w].shape) == (rows + 1, dim) and _shape(state, ref_b) == str((rows + 1,)):
+        stored, dtype = state[ref_w].dtype, model_state[key].dtype
+        state = from_reference_layout(state, dtype)
+        logger.info("%s (%d x %d, %s): reference-layout class head split into part_classifier.* (%s)",
+                    ref_w, rows + 1, dim, stored, dtype)
+        return state
+    if ref_w in state and state[ref_w].shape[0] == 2:
+        logger.warning("the checkpoint has a class-agnostic head (%s %s): the per-object part classifier "
+                       "starts from its random initialisation (stage 3 from the proposal model)",
+                       ref_w, tuple(state[ref_w].shape))
+        return state
+    raise CheckpointMismatchError(
+        f"{ref_w}: checkpoint has {_shape(state, ref_w)}, the per-object model needs ({rows + 1}, {dim}) "
+        f"(N_obj x P + 1 no-object row) or part_classifier.weight ({rows}, {dim}); "
+        "check PART_DISTILLATION.NUM_OBJECT_CLASSES / NUM_PART_MODES and MODEL.WEIGHTS")
+
+
+def from_reference_layout(state: Dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
+                          ) -> Dict[str, torch.Tensor]:
+    """The reference's ``class_embed`` ((N + 1, C) weight, (N + 1,) bias) as part_d2's
+    ``part_classifier.*`` in ``dtype`` (last row: no object); other entries unchanged."""
+    ref_w, ref_b = f"{REFERENCE_CLASS_EMBED}.weight", f"{REFERENCE_CLASS_EMBED}.bias"
+    if ref_w not in state or ref_b not in state or state[ref_w].dim() != 2 or len(state[ref_w]) < 2:
+        raise CheckpointMismatchError(f"{ref_w}: checkpoint has {_shape(state, ref_w)}, expected (N_obj x P + 1, C)")
+    weight, bias = state[ref_w], state[ref_b]
+    out = {k: v for k, v in state.items() if k not in (ref_w, ref_b)}
+    out[f"{PART_CLASSIFIER}.weight"] = weight[:-1].to(dtype)
+    out[f"{PART_CLASSIFIER}.bias"] = bias[:-1].to(dtype)
+    out[f"{PART_CLASSIFIER}.no_object.weight"] = weight[-1:].to(dtype)
+    out[f"{PART_CLASSIFIER}.no_object.bias"] = bias[-1:].to(dtype)
+    return out
+
+
+def to_reference_layout(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """part_d2's ``part_classifier.*`` as the reference's float64 ``class_embed`` (N + 1 rows,
+    no-object row last); other entries unchanged. Inverse of :func:`load_part_classifier` up to the
+    float64 -> float32 cast."""
+    names = ["weight", "bias", "no_object.weight", "no_object.bias"]
+    keys = [f"{PART_CLASSIFIER}.{n}" for n in names]
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointMismatchError(f"{missing[0]}: missing; not a per-object (stage-3) part_d2 checkpoint")
+    out = {k: v for k, v in state.items() if k not in keys}
+    w, b, nw, nb = (state[k] for k in keys)
+    out[f"{REFERENCE_CLASS_EMBED}.weight"] = torch.cat([w, nw]).to(torch.float64)
+    out[f"{REFERENCE_CLASS_EMBED}.bias"] = torch.cat([b, nb]).to(torch.float64)
+    return out
 
 
 def _strip_module_prefix(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -154,6 +244,7 @@ class PartCheckpointer(DetectionCheckpointer):
                 narrow_view, state, c2_conversion=checkpoint.get("__author__", None) == "Caffe2"
             )
         self._widen_input_convs(state, model_state)
+        state = load_part_classifier(state, model_state)
         self._check_overlap(state, model_state)
         checkpoint["model"] = state
         return super()._load_model(checkpoint)

@@ -44,6 +44,7 @@ def add_part_d2_config(cfg):
     _add_mask2former_config(cfg)
     _add_ops_config(cfg)
     _add_part_distillation_config(cfg)
+    _add_pipeline_config(cfg)
     _add_federated_loss_config(cfg)
     return cfg
 
@@ -124,6 +125,8 @@ def _add_eval_config(cfg):
     cfg.TEST.PART_EVAL = CN()
     cfg.TEST.PART_EVAL.MAX_DETS = [1, 10, 100, 200]  # maxDets for AR; AP uses the largest
     cfg.TEST.PART_EVAL.CLASS_AWARE = False  # also report class-aware AP (needs part classes)
+    cfg.TEST.LVIS_EVAL = CN()
+    cfg.TEST.LVIS_EVAL.MAX_DETS = 300  # LVIS-style evaluation (evaluator_type "lvis"): detections kept per image
     cfg.TEST.DETECTIONS_PER_IMAGE = 200  # at most this many part predictions per image
     cfg.TEST.DEMO_CONFIDENCE = 0.5  # demo: default score threshold of drawn parts
 
@@ -170,6 +173,7 @@ def _add_mask2former_config(cfg):
     mf.TEST.OBJECT_MASK_THRESHOLD = 0.8  # official key (panoptic); unused
     mf.TEST.OVERLAP_THRESHOLD = 0.8  # official key (panoptic); unused
     mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = True  # official key; always true for instances
+    mf.QUERY_FEATURE_NORMALIZE = False  # L2-normalise mask embeddings before the mask product (PartDistillation)
     mf.TEST.RETURN_QUERY_EMBEDDINGS = False  # add each prediction's decoder embedding to the outputs
     head = cfg.MODEL.SEM_SEG_HEAD
     head.MASK_DIM = 256  # channels of the per-pixel mask embeddings
@@ -236,7 +240,7 @@ def _add_part_distillation_config(cfg):
     pd.OBJECT_CONDITIONING = "none"  # "none" (reference) or "feature" (learned in/out-of-object feature offsets)
     cfg.DATASETS.MIN_OBJECT_AREA_RATIO = 0.0  # training: drop images whose objects cover <= this image fraction
     cfg.DATASETS.MIN_PART_AREA_RATIO = 0.0  # training: drop parts covering <= this fraction of their object
-    cfg.DATASETS.FEW_SHOT_PERCENTAGE = 100.0  # training: keep this percentage of the images (few-shot)
+    cfg.DATASETS.FEW_SHOT_PERCENTAGE = 100  # training: keep this integer percentage of the images (1 = 1%)
     cfg.DATASETS.FEW_SHOT_SEED = 1234  # training: seed of the few-shot image selection
     disc = cfg.TEST.PART_DISCOVERY = CN()
     disc.ENABLED = False  # evaluate with PartDiscoveryEvaluator (AR + mIoU-mapped/clustered) instead
@@ -250,7 +254,8 @@ def _add_part_distillation_config(cfg):
     om.MODEL = "detectron2"  # stage 0 object model: "detectron2" (any instance model) or "detic"
     om.TOPK = 10  # keep this many detections per image (of the image's own class if any)
     om.SCORE_THRESH = 0.0  # and only those scoring above this
-    om.VOCABULARY = []  # class names of the detector's outputs (empty: the model's metadata classes)
+    om.VOCABULARY = []  # class names of the detector's outputs (empty: VOCABULARY_FILE / the dataset's classes)
+    om.VOCABULARY_FILE = ""  # Detic: class names, one per line or a json list (empty: the dataset's object classes)
     om.VOCABULARY_EMBEDDINGS = ""  # Detic: (C, D) .npy text embeddings of VOCABULARY (empty: CLIP if importable)
     pg = pd.PIXEL_GROUPING = CN()
     pg.FEATURE_KEYS = ["res3", "res4"]  # backbone features, resized to the first one's stride and concatenated
@@ -262,7 +267,8 @@ def _add_part_distillation_config(cfg):
     pg.IMAGE_SIZE = 640  # resize images so that the longer side is this (reference: 640)
     pg.MAX_OBJECTS_PER_IMAGE = 1  # group the first N objects of each image (0: all; reference: the top one)
     crf = pg.CRF = CN()
-    crf.ENABLED = True  # refine each object's parts with a dense CRF on its crop
+    crf.ENABLED = True  # refine each object's parts with a dense CRF
+    crf.MODE = "image"  # "image": whole image at IMAGE_SIZE (reference); "crop": object crop at full resolution
     crf.ITERATIONS = 10  # mean-field iterations
     crf.GT_PROB = 0.7  # confidence of the initial labels (unary)
     crf.GAUSSIAN_SXY = 3.0  # smoothness kernel: spatial std (px)
@@ -270,15 +276,34 @@ def _add_part_distillation_config(cfg):
     crf.BILATERAL_SXY = 20.0  # appearance kernel: spatial std (px)
     crf.BILATERAL_SRGB = 13.0  # appearance kernel: colour std
     crf.BILATERAL_COMPAT = 10.0  # appearance kernel: weight
-    crf.CROP_MARGIN = 0.1  # crop = object box grown by this fraction of its size on each side
+    crf.CROP_MARGIN = 0.1  # MODE "crop": crop = object box grown by this fraction of its size on each side
     crf.REFERENCE_RELABEL_BUG = False  # reproduce the reference's relabelling (drops a part without background)
     rk = pd.RANKING = CN()
     rk.KMEANS_N_INIT = 10  # k-means restarts per object class
     rk.KMEANS_MAX_ITER = 300  # k-means iterations per restart
     rk.MIN_AREA_RATIO = 0.05  # keep proposals covering more than this fraction of the object (all if none)
-    rk.MIN_SCORE = 0.3  # keep proposals scoring above this (all if none)
-    rk.NORMALIZE_FEATURES = True  # L2-normalise the decoder query features
-    rk.FAITHFUL_METRIC = False  # rank by the reference's x.c - |x|^2 - |c|^2 instead of -|x - c|^2
+    rk.MIN_SCORE = 0.3  # tau_s: keep proposals whose class probability is above this (all if none)
+    rk.NORMALIZE_FEATURES = True  # L2-normalise the decoder query features (reference PROPOSAL_FEATURE_NORM)
+    rk.METRIC = "l2"  # mode logits: "l2" -|x-c|^2 (paper), "reference_l2" x.c-|x|^2-|c|^2, "dot" x.c
+
+
+def _add_pipeline_config(cfg):
+    """Offline stages run as hooks of a training run (part_d2/engine/hooks.py)."""
+    pl = cfg.PIPELINE = CN()
+    pl.GROUPING = CN()  # PartDistillation stage 1a before training
+    pl.GROUPING.INPUT = ""  # registered dataset with objects ("": hook off)
+    pl.GROUPING.OUTPUT = ""  # output directory (as tools/pd_pixel_grouping.py --output)
+    pl.GROUPING.PREFIX = ""  # the output is registered as PREFIX_{parts,agnostic,objects}
+    pl.RANKING = CN()  # PartDistillation stage 2 after training, with the trained model
+    pl.RANKING.INPUT = ""  # registered dataset with objects ("": hook off)
+    pl.RANKING.OUTPUT = ""  # output directory (as tools/pd_rank_parts.py --output)
+    pl.RANKING.PREFIX = ""  # the output is registered as PREFIX_{parts,agnostic,objects}
+    pl.PSEUDO_LABELS = CN()  # OPS pseudo labels after training, with the trained model
+    pl.PSEUDO_LABELS.INPUT = ""  # registered dataset to pseudo-label ("": hook off)
+    pl.PSEUDO_LABELS.OUTPUT = ""  # output directory of pseudo_labels.json (as tools/generate_pseudo_labels.py)
+    pl.PSEUDO_LABELS.PREFIX = ""  # the output is registered as PREFIX_{parts,agnostic,objects}
+    pl.NEXT_CONFIG = ""  # after training, train this config in the same process ("": stop)
+    pl.NEXT_OPTS = []  # KEY VALUE overrides of NEXT_CONFIG (MODEL.WEIGHTS defaults to this run's model_final.pth)
 
 
 def _add_federated_loss_config(cfg):

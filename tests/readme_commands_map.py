@@ -113,5 +113,7 @@ PARSE_ONLY: Dict[str, str] = {
     "git+https://github.com/facebookresearch/detectron2.git": "builds detectron2 from GitHub, which CI cannot reach",
     "pip install -e .": "installs into the environment; tests/test_wheel.py builds, installs and imports the package",
     "setup_env.sh --refresh-lock": "re-resolves the registry's newest versions and rewrites the committed lock file",
+    "tools/numpy2_lane.sh": "builds a second environment (numpy 2, current torch: GBs from the registry) around a "
+                            "detectron2 checkout; its test, tests/test_numpy2_lane.py, runs in this suite",
     "--detic": "needs a Detic checkout, its weights and CLIP (the adapter is tested with a stand-in predictor)",
 }

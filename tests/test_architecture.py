@@ -70,7 +70,6 @@ def test_nothing_imports_tools_or_projects():
 
 # Modules no other code imports on purpose; each with its reason.
 UNREFERENCED_OK = {
-    "part_d2.engine.hooks": "issue 16 wires the PartDistillation hooks into the trainer",
     "part_d2.compat.detectron2_C_placeholder": "copied over detectron2._C by tools/setup_env.sh",
 }
 

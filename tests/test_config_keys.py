@@ -38,19 +38,25 @@ def _sources():
 
 
 def _aliases(tree) -> dict:
-    """``{variable: config node name}`` of assignments like ``pg = cfg.PART_DISTILLATION.PIXEL_GROUPING``
-    (also tuple assignments ``rk, pd = cfg.X.RANKING, cfg.X``)."""
+    """``{variable: config node names}`` of assignments like ``pg = cfg.PART_DISTILLATION.PIXEL_GROUPING``
+    (also tuple assignments ``rk, pd = cfg.X.RANKING, cfg.X`` and loops over literal tuples)."""
     out = {}
+
+    def bind(target, value):
+        pairs = [(target, value)]
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+            pairs = list(zip(target.elts, value.elts))
+        for t, v in pairs:
+            if isinstance(t, ast.Name) and isinstance(v, ast.Attribute) and v.attr.isupper():
+                out.setdefault(t.id, set()).add(v.attr)
+
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Assign):
-            continue
-        for target in node.targets:
-            pairs = [(target, node.value)]
-            if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                pairs = list(zip(target.elts, node.value.elts))
-            for t, v in pairs:
-                if isinstance(t, ast.Name) and isinstance(v, ast.Attribute) and v.attr.isupper():
-                    out.setdefault(t.id, set()).add(v.attr)
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                bind(target, node.value)
+        elif isinstance(node, ast.For) and isinstance(node.iter, (ast.Tuple, ast.List)):
+            for value in node.iter.elts:  # for node, cls in ((cfg.A.B, X), ...)
+                bind(node.target, value)
     return out
 
 

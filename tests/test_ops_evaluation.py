@@ -80,7 +80,9 @@ def test_evaluator_selected_by_config(registered):
 
 
 def test_baselines_tool_on_two_images(registered, tiny_part_dataset, tmp_path):
-    from tools.eval_superpixel_baselines import main
+    from tool_loader import load_tool
+
+    main = load_tool("eval_superpixel_baselines").main
 
     json_file, root, data = tiny_part_dataset
     for img in data["images"]:  # flat colours: red left part, blue right part, grey background

@@ -98,7 +98,9 @@ def test_part_json_specs(tiny_part_dataset, tmp_path):
 
 
 def test_tool_on_tiny_model(tiny_part_dataset, tmp_path):
-    from tools.generate_pseudo_labels import run
+    from tool_loader import load_tool
+
+    run = load_tool("generate_pseudo_labels").run
 
     json_file, root, _ = tiny_part_dataset
     opts = [

@@ -293,3 +293,39 @@ def test_area_filters_and_config_selection():
     cfg.DATASETS.MIN_OBJECT_AREA_RATIO = 0.01
     cfg.DATASETS.FEW_SHOT_PERCENTAGE = 50
     assert [r["image_id"] for r in select_training_records(cfg, [big, tiny, big])] == [1]
+
+
+def test_integer_few_shot_percentage_from_the_command_line():
+    from part_d2.engine.setup import load_config
+
+    cfg = load_config("configs/synthetic/pd_few_shot_R_tiny.yaml", ["DATASETS.FEW_SHOT_PERCENTAGE", "1"])
+    assert cfg.DATASETS.FEW_SHOT_PERCENTAGE == 1
+    records = [{"file_name": str(i)} for i in range(250)]
+    assert len(few_shot_subset(records, cfg.DATASETS.FEW_SHOT_PERCENTAGE)) == 2  # 1% of 250
+    assert len(few_shot_subset(records[:10], 1)) == 1  # never empty
+
+
+def test_few_shot_model_is_class_specific_and_starts_from_the_stage3_weights(tmp_path):
+    """The few-shot model trains on real part labels with its own K-class head; the stage-3
+    checkpoint gives everything else (its per-object classifier is skipped)."""
+    from part_d2.checkpoint import PartCheckpointer
+    from part_d2.engine.setup import load_config
+
+    torch.manual_seed(0)
+    stage3 = build_model(tiny_cfg("per_object")).state_dict()
+    torch.save({"model": stage3}, tmp_path / "stage3.pth")
+    cfg = load_config("configs/synthetic/pd_few_shot_R_tiny.yaml", ["MODEL.DEVICE", "cpu"] + sum(
+        ([k, str(v)] for k, v in [("MODEL.MASK_FORMER.DEC_LAYERS", 3), ("MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 1),
+                                  ("MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 128),
+                                  ("MODEL.MASK_FORMER.QUERY_FEATURE_NORMALIZE", False)]), []))
+    model = build_model(cfg)
+    PartCheckpointer(model).load(str(tmp_path / "stage3.pth"))
+    loaded = model.state_dict()
+    assert loaded["sem_seg_head.predictor.class_embed.weight"].shape == (14, 64)
+    assert torch.equal(loaded["sem_seg_head.predictor.mask_embed.layers.0.weight"],
+                       stage3["sem_seg_head.predictor.mask_embed.layers.0.weight"])
+    model.train()
+    inputs = batch((1,), num_parts=1, agnostic=False)
+    inputs[0]["instances"].gt_classes = torch.tensor([4, 12])  # real part classes of the dataset
+    losses = model(inputs)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -44,19 +44,46 @@ def test_relabel_bug_drops_the_first_part_only_without_background():
     img = _two_colour_image()
     obj = np.ones((24, 32), bool)  # the crop has no background pixel
     parts = np.stack([obj & (np.arange(32) < 16)[None], obj & (np.arange(32) >= 16)[None]])
-    fixed = refine_parts_with_crf(img, obj, parts, margin=0.0)
+    fixed = refine_parts_with_crf(img, obj, parts, mode="crop", margin=0.0)
     np.testing.assert_array_equal(fixed, parts)
-    buggy = refine_parts_with_crf(img, obj, parts, margin=0.0, reference_relabel_bug=True)
+    buggy = refine_parts_with_crf(img, obj, parts, mode="crop", margin=0.0, reference_relabel_bug=True)
     assert len(buggy) == 1
     np.testing.assert_array_equal(buggy[0], parts[1])
     # with background in the crop the two modes agree
     obj2 = np.zeros((24, 32), bool)
     obj2[4:20, 4:28] = True
     parts2 = parts & obj2[None]
-    a = refine_parts_with_crf(img, obj2, parts2, margin=0.2)
-    b = refine_parts_with_crf(img, obj2, parts2, margin=0.2, reference_relabel_bug=True)
+    a = refine_parts_with_crf(img, obj2, parts2, mode="crop", margin=0.2)
+    b = refine_parts_with_crf(img, obj2, parts2, mode="crop", margin=0.2, reference_relabel_bug=True)
     assert len(a) == 2
     np.testing.assert_array_equal(a, b)
+
+
+def test_default_crf_runs_on_the_whole_image_at_the_grouping_size(monkeypatch):
+    """The grouper's CRF (default MODE "image") sees the whole image resized to IMAGE_SIZE (160 in
+    the tiny config: 96 x 128 -> 120 x 160), and its labels come back at the original size; MODE
+    "crop" sees the object's crop at the original resolution."""
+    from part_d2.modeling import dense_crf as crf_module
+
+    seen = []
+    real = crf_module.dense_crf
+
+    def spy(image, labels, n_labels, **kwargs):
+        seen.append((image.shape[:2], labels.shape))
+        return real(image, labels, n_labels, **kwargs)
+
+    monkeypatch.setattr(crf_module, "dense_crf", spy)
+    img = np.zeros((96, 128, 3), np.uint8)
+    img[:, 64:] = 200
+    obj = np.zeros((96, 128), bool)
+    obj[20:70, 30:100] = True
+    parts = tiny_grouper(["PART_DISTILLATION.PIXEL_GROUPING.CRF.ENABLED", "True"])(img, obj[None], 0)[0]
+    assert seen == [((120, 160), (120, 160))]
+    assert parts.shape[1:] == (96, 128) and len(parts) >= 1
+    seen.clear()
+    tiny_grouper(["PART_DISTILLATION.PIXEL_GROUPING.CRF.ENABLED", "True",
+                  "PART_DISTILLATION.PIXEL_GROUPING.CRF.MODE", "crop"])(img, obj[None], 0)
+    assert seen == [((60, 84), (60, 84))]  # box 50 x 70 grown by 10% on each side
 
 
 def test_l2_scores_rank_like_negative_squared_distance():

@@ -9,31 +9,56 @@ from part_d2.modeling.part_ranking import (
     filter_proposals,
     label_segments,
     mode_names,
+    object_proposals,
     ranking_logits,
     unique_assignment,
 )
 
 
-def test_ranking_logits_l2_and_reference_formula():
+def test_ranking_logits_l2_reference_l2_and_dot():
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     c = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     # -|x - c|^2
     torch.testing.assert_close(ranking_logits(x, c), torch.tensor([[0.0, -5.0], [-2.0, -1.0]]))
-    # reference: x.c - |x|^2 - |c|^2
-    torch.testing.assert_close(ranking_logits(x, c, faithful=True), torch.tensor([[-1.0, -5.0], [-2.0, -3.0]]))
-    # the two formulas rank the second point differently
+    # reference "l2": x.c - |x|^2 - |c|^2
+    torch.testing.assert_close(ranking_logits(x, c, "reference_l2"), torch.tensor([[-1.0, -5.0], [-2.0, -3.0]]))
+    # reference "dot": x.c
+    torch.testing.assert_close(ranking_logits(x, c, "dot"), torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    # the paper's and the reference's "l2" rank the second point differently
     assert ranking_logits(x, c).argmax(1).tolist() == [0, 1]
-    assert ranking_logits(x, c, faithful=True).argmax(1).tolist() == [0, 0]
+    assert ranking_logits(x, c, "reference_l2").argmax(1).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="METRIC"):
+        ranking_logits(x, c, "cosine")
 
 
-def test_unique_assignment_gives_pixels_to_best_score_inside_region():
-    masks = np.zeros((2, 1, 4), bool)
-    masks[0, 0, :3] = True
-    masks[1, 0, 1:] = True
-    region = np.array([[True, True, True, False]])
-    out = unique_assignment(masks, np.array([0.2, 0.9]), region)
-    np.testing.assert_array_equal(out[0, 0], [True, False, False, False])
-    np.testing.assert_array_equal(out[1, 0], [False, True, True, False])
+def test_pixels_go_to_the_largest_mask_probability_times_class_probability():
+    """Hand-computed: pixel 0: A 0.95 x 0.5 = 0.475 > B 0.55 x 0.6 = 0.33 -> A (the higher-scoring
+    binary mask B would take it under a binary rule); pixel 1: A 0.6 x 0.5 = 0.30 < B 0.9 x 0.6 =
+    0.54 -> B; pixel 2: A 0.7 x 0.5 = 0.35 > B 0.3 x 0.6 = 0.18 -> A; pixel 3: no probability above
+    0.5, still A 0.4 x 0.5 = 0.20 < B 0.45 x 0.6 = 0.27 -> B; pixel 4: outside the object -> nobody."""
+    probs = np.array([[[0.95, 0.6, 0.7, 0.4, 0.9]], [[0.55, 0.9, 0.3, 0.45, 0.9]]])
+    region = np.array([[True, True, True, True, False]])
+    out = unique_assignment(probs, np.array([0.5, 0.6]), region)
+    np.testing.assert_array_equal(out[0, 0], [True, False, True, False, False])
+    np.testing.assert_array_equal(out[1, 0], [False, True, False, True, False])
+
+
+def test_tau_s_filters_the_class_probability():
+    """Class probabilities 0.4 and 0.2 with tau_s 0.3: the first is kept even though class x mean
+    mask probability (0.4 x 0.6 = 0.24) is below tau_s."""
+    from detectron2.structures import Instances
+
+    inst = Instances((1, 4))
+    inst.mask_probs = torch.tensor([[[0.6, 0.6, 0.1, 0.1]], [[0.1, 0.1, 0.6, 0.6]]])
+    inst.class_scores = torch.tensor([0.4, 0.2])
+    inst.query_embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    segs, scores, idx, feats = object_proposals(inst, np.ones((1, 4), bool), 0.05, 0.3)
+    assert idx.tolist() == [0] and scores.tolist() == pytest.approx([0.4])
+    np.testing.assert_array_equal(segs[0, 0], [True, True, False, False])
+    np.testing.assert_array_equal(feats, [[1.0, 0.0]])
+    inst.remove("mask_probs")
+    with pytest.raises(ValueError, match="mask_probs"):
+        object_proposals(inst, np.ones((1, 4), bool), 0.05, 0.3)
 
 
 def test_filters_keep_all_when_none_passes():
@@ -70,7 +95,7 @@ def test_probabilities_are_softmax_of_negative_squared_distance():
     p = cents.probabilities(np.array([[1.0, 0.0]]), 0)
     e = np.exp([0.0, -2.0])
     np.testing.assert_allclose(p[0], [e[0] / e.sum(), e[1] / e.sum(), 0.0], rtol=1e-6)
-    pf = cents.probabilities(np.array([[1.0, 0.0]]), 0, faithful=True)
+    pf = cents.probabilities(np.array([[1.0, 0.0]]), 0, "reference_l2")
     e = np.exp([-1.0, -2.0])
     np.testing.assert_allclose(pf[0], [e[0] / e.sum(), e[1] / e.sum(), 0.0], rtol=1e-6)
 

@@ -49,13 +49,18 @@ def test_part_distillation_smoke_reports_ar_and_miou_and_resumes(tmp_path):
     rows = pd.main(["--scale", "smoke", "--output", out])
     assert list(rows) == ["supervised (seen classes)", "PD stage 1b proposals", "PD stage 3 distilled"]
     for metrics in rows.values():
-        ar = [metrics[f"AR@{k}"] for k in (1, 10, 50, 100, 200)]
+        ar = [metrics[f"AR@{k}"] for k in (1, 10, 50)]  # the same detection cap (50) for every model
         assert all(0 <= a <= 100 for a in ar) and ar == sorted(ar)  # recall cannot drop with more detections
+        assert "AR@100" not in metrics
         assert 0 <= metrics["clustered_C-mIoU"] <= 100
     assert "mapped_C-mIoU" in rows["PD stage 3 distilled"]
-    assert _mtimes(os.path.join(out, "collages"), ".png")
+    seed0 = os.path.join(out, "seed0")
+    assert _mtimes(os.path.join(seed0, "collages"), ".png")
     for stage in ("pixel_groups", "ranked"):
-        assert os.path.isfile(os.path.join(out, stage, "manifest.json"))
+        assert os.path.isfile(os.path.join(seed0, stage, "manifest.json"))
+    with open(os.path.join(seed0, "baseline", "config.yaml")) as f:
+        baseline = f.read()
+    assert "objects/model_final.pth" in baseline and "MAX_ITER: 8" in baseline  # = proposals 4 + distill 4
     weights = _mtimes(out, ".pth")
     assert pd.main(["--scale", "smoke", "--output", out]) == rows
     assert _mtimes(out, ".pth") == weights
@@ -83,3 +88,15 @@ def test_ops_miniature_orderings_need_a_gap_beyond_the_spread():
     assert "1.07 ± 0.21" in ops.markdown_table(rows)
     one = ops.check_orderings(ops.aggregate(per_seed[:1]))
     assert {o["verdict"] for o in one} == {"one seed: not testable"}
+
+
+def test_part_distillation_seed_table_marks_gaps_beyond_the_spread():
+    pd = _script("projects/PartDistillation/run_synthetic.py", "pd_synthetic")
+    base, dist = "supervised (seen classes)", "PD stage 3 distilled"
+    per_seed = [{base: {"AR@1": b, "AR@10": 1.0}, dist: {"AR@1": d, "AR@10": 1.1 + 0.3 * (i - 1)}}
+                for i, (b, d) in enumerate([(1.0, 2.0), (1.1, 2.1), (0.9, 1.9)])]
+    summary = pd.summarize(per_seed, ("AR@1", "AR@10"))
+    assert summary[dist]["AR@1"][0] == 2.0 and abs(summary[dist]["AR@1"][1] - 0.1) < 1e-9
+    text = pd.table(summary, ("AR@1", "AR@10"), [0, 1, 2])
+    assert "2.00 +- 0.10" in text
+    assert "AR@1: higher; AR@10: within spread" in text  # 1.1 +- 0.3 vs 1.0 +- 0.0

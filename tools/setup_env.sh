@@ -74,6 +74,7 @@ else
     log "detectron2 $("$PY" -c 'import detectron2;print(detectron2.__version__)') is installed: dependencies from requirements/d2-main.txt"
     "${PIP[@]}" "pip>=23" "setuptools<81" wheel 2>&1 | grep -v "^WARNING: Location" || true
     "${PIP[@]}" -r "$ROOT/requirements/d2-main.txt" 2>&1 | grep -v "^WARNING: Location" || true
+    "${PIP[@]}" --no-deps lvis 2>&1 | grep -v "^WARNING: Location" || true  # the tests' LVISEval reference
 fi
 
 if [ "$D2_FROM_REGISTRY" = 1 ] && ! have detectron2; then

@@ -5,6 +5,10 @@
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file CFG --num-gpus 2   # 2 processes (GPUs, or CPU with gloo)
     python tools/train_net.py --config-file CFG --resume       # continue from the last checkpoint
+
+With ``PIPELINE.*`` keys one run also executes offline stages as hooks (stage 1a before training,
+stage 2 or OPS pseudo labels after it) and continues with ``PIPELINE.NEXT_CONFIG``
+(:mod:`part_d2.engine.hooks`).
 """
 import functools
 
@@ -17,6 +21,9 @@ from part_d2.engine.stages import call_with_args, train_net
 
 def main(argv=None):
     return launch_tool(functools.partial(call_with_args, train_net), default_argument_parser().parse_args(argv))
+
+
+run = main  # the entry's former name
 
 
 if __name__ == "__main__":

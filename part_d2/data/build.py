@@ -1,11 +1,13 @@
-"""Training data loaders: detectron2's, with part_d2's record selection and bad-image retries."""
+"""Data loaders: detectron2's, with part_d2's record selection and bad-image retries (training)
+and part_d2's mapper (test)."""
 import logging
 from typing import Dict, List, Optional
 
-from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 
+from part_d2.data.dataset_mapper import PartDatasetMapper
 from part_d2.data.few_shot import select_training_records
 
 logger = logging.getLogger(__name__)
@@ -74,3 +76,10 @@ def build_part_train_loader(cfg, mapper, dataset: Optional[List[Dict]] = None, t
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
+
+
+def build_part_test_loader(cfg, dataset_name: str, mapper=None):
+    """detectron2's test loader of ``dataset_name`` with ``mapper`` (default: the test-time
+    :class:`part_d2.data.dataset_mapper.PartDatasetMapper`) and ``SOLVER.NUM_WORKERS_EVAL`` workers."""
+    mapper = PartDatasetMapper(cfg, False) if mapper is None else mapper
+    return build_detection_test_loader(cfg, dataset_name, mapper=mapper, num_workers=cfg.SOLVER.NUM_WORKERS_EVAL)

@@ -1,7 +1,7 @@
 """Selection of PartDistillation training records: few-shot subsets and pseudo-label area filters.
 
 - **Few-shot** (the reference's label-percentage protocol): shuffle the records with numpy's legacy
-  generator seeded 1234 and keep the first ``int(len * percentage / 100)``. The same seed gives the
+  generator seeded 1234 and keep the first ``int(len * percentage / 100)`` (at least one). The same seed gives the
   same subset as the reference's ``np.random.seed(1234); np.random.shuffle(records)``, and a
   smaller percentage keeps a prefix of a larger one's subset.
 - **Area filters** of stage-1a / stage-2 pseudo labels (the reference's ``MIN_OBJECT_AREA_RATIO``
@@ -33,7 +33,7 @@ def few_shot_subset(records: List[Dict], percentage: float, seed: int = FEW_SHOT
     if percentage >= 100:
         return list(records)
     order = np.random.RandomState(seed).permutation(len(records))
-    keep = int(len(records) * percentage / 100)
+    keep = max(1, int(len(records) * percentage / 100))
     return [records[i] for i in order[:keep]]
 
 

@@ -6,6 +6,12 @@ the image's own class (the record's ``object_category_id`` class name, looked up
 vocabulary) if there is any, else the ``topk`` highest-scoring detections of any class; then drop
 those scoring at most ``score_thresh``.
 
+Detic's vocabulary (:func:`vocabulary_names`) is ``OBJECT_MASKS.VOCABULARY``, else the names in
+``OBJECT_MASKS.VOCABULARY_FILE``, else the input dataset's object classes (the reference labels
+ImageNet-21K with its own class names). Detic keeps ``TEST.DETECTIONS_PER_IMAGE`` detections per
+image, set to the reference's 1000 by :func:`load_detic_config` (``sh_files/detic/run.sh`` of
+facebookresearch/PartDistillation; Detic's own configs say 300) unless the command line overrides it.
+
 Detic is imported only when asked for; see :func:`import_detic` for its installation.
 """
 import logging
@@ -13,9 +19,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultPredictor
 
 from part_d2.config import add_part_d2_config
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
+from part_d2.utils.errors import PartDatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -142,11 +151,48 @@ def set_detic_vocabulary(model, zs_weight) -> None:
         p.cls_score.zs_weight = weight
 
 
+DETIC_DETECTIONS_PER_IMAGE = 1000
+
+
+def read_vocabulary_file(path: str) -> List[str]:
+    """Class names of a vocabulary file: a json list, or text with one name per line."""
+    import json
+
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise PartDatasetError(f"{path}: cannot read the vocabulary file ({e.strerror})") from None
+    if path.endswith(".json"):
+        names = json.loads(text)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PartDatasetError(f"{path}: expected a json list of class names")
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise PartDatasetError(f"{path}: the vocabulary file lists no class name")
+    return names
+
+
+def vocabulary_names(om, record_class_names: Sequence[str] = ()) -> List[str]:
+    """Detic's vocabulary: ``VOCABULARY``, else ``VOCABULARY_FILE``, else the dataset's object classes.
+
+    Args:
+        om: the ``PART_DISTILLATION.OBJECT_MASKS`` config node.
+    """
+    if om.VOCABULARY:
+        return list(om.VOCABULARY)
+    if om.VOCABULARY_FILE:
+        return read_vocabulary_file(om.VOCABULARY_FILE)
+    if record_class_names:
+        return list(record_class_names)
+    raise PartDatasetError("Detic needs a vocabulary: PART_DISTILLATION.OBJECT_MASKS.VOCABULARY, VOCABULARY_FILE, "
+                           "or an input dataset with object_classes metadata")
+
+
 def build_object_mask_model(cfg, record_class_names: Sequence[str] = ()) -> ObjectMaskModel:
     """The stage-0 model of ``cfg`` (``PART_DISTILLATION.OBJECT_MASKS``; the model from
     ``MODEL.*``; for Detic, a config loaded with :func:`load_detic_config`)."""
-    from detectron2.data import MetadataCatalog
-    from detectron2.engine import DefaultPredictor
 
     om = cfg.PART_DISTILLATION.OBJECT_MASKS
     if om.MODEL not in ("detectron2", "detic"):
@@ -156,25 +202,31 @@ def build_object_mask_model(cfg, record_class_names: Sequence[str] = ()) -> Obje
     predictor = DefaultPredictor(cfg)  # loads MODEL.WEIGHTS; takes BGR images
     names = list(om.VOCABULARY)
     if om.MODEL == "detic":
-        if not names:
-            raise ValueError("PART_DISTILLATION.OBJECT_MASKS.VOCABULARY must list the class names for Detic")
+        names = vocabulary_names(om, record_class_names)
         set_detic_vocabulary(predictor.model, vocabulary_embeddings(names, om.VOCABULARY_EMBEDDINGS))
+    elif not names and om.VOCABULARY_FILE:
+        names = read_vocabulary_file(om.VOCABULARY_FILE)
     elif not names:
         train = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else ""
-        names = list(getattr(MetadataCatalog.get(train), "thing_classes", [])) if train else []
+        if train and not MetadataCatalog.get(train).get("thing_classes"):
+            DatasetCatalog.get(train)  # part_d2 datasets set their classes when loaded
+        names = list(MetadataCatalog.get(train).get("thing_classes", [])) if train else []
         if not names:
-            raise ValueError("no class names: set PART_DISTILLATION.OBJECT_MASKS.VOCABULARY or DATASETS.TRAIN")
+            raise PartDatasetError("no class names of the object model's outputs: set PART_DISTILLATION.OBJECT_MASKS."
+                                   "VOCABULARY / VOCABULARY_FILE, or DATASETS.TRAIN to its training dataset")
     return ObjectMaskModel(predictor, names, record_class_names, om.TOPK, om.SCORE_THRESH, "BGR")
 
 
 def load_detic_config(config_file: str, opts=()):
-    """detectron2 + part_d2 + CenterNet2 + Detic keys, merged with a Detic YAML and overrides."""
+    """detectron2 + part_d2 + CenterNet2 + Detic keys, merged with a Detic YAML, then the reference's
+    ``TEST.DETECTIONS_PER_IMAGE`` 1000, then the overrides ``opts``."""
     add_centernet_config, add_detic_config, _ = import_detic()
     cfg = get_cfg()
     add_centernet_config(cfg)
     add_detic_config(cfg)
     add_part_d2_config(cfg)
     cfg.merge_from_file(config_file)
+    cfg.TEST.DETECTIONS_PER_IMAGE = DETIC_DETECTIONS_PER_IMAGE
     cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH = "rand"
     cfg.MODEL.ROI_HEADS.ONE_CLASS_PER_PROPOSAL = True
     cfg.PART_DISTILLATION.OBJECT_MASKS.MODEL = "detic"

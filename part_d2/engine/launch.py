@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
+from part_d2.checkpoint import CheckpointMismatchError
 from part_d2.utils.errors import ConfigError, ImageReadError, PartDatasetError, clean_error_message
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ def launch_tool(main: Callable, args, user_errors: Sequence[type] = ()):
     """Run a tool's ``main(args)`` with :func:`launch` (detectron2's ``--num-gpus``,
     ``--num-machines``, ``--machine-rank``, ``--dist-url`` in ``args``).
 
-    A bad input (config, dataset, image or import error, or one of ``user_errors``), in this
+    A bad input (config, dataset, image, checkpoint or import error, or one of ``user_errors``), in this
     process or in a spawned one, ends the program with one line ``error: <message>`` on stderr and
     exit status 1 instead of a traceback.
     """
-    errors = (ConfigError, PartDatasetError, ImageReadError, ImportError) + tuple(user_errors)
+    errors = (ConfigError, PartDatasetError, ImageReadError, ImportError, CheckpointMismatchError) + tuple(user_errors)
     try:
         return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                       dist_url=args.dist_url, args=(args,))

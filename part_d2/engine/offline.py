@@ -39,6 +39,7 @@ from part_d2.data.shards import (
 )
 from part_d2.modeling.build import load_part_model
 from part_d2.modeling.part_ranking import (
+    METRICS,
     PartCentroids,
     cluster_part_modes,
     label_segments,
@@ -249,7 +250,7 @@ def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size
 # stage 2
 def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict], output: str, shard_size: int,
                      object_classes: Sequence[str], num_modes: int = 8, min_area_ratio: float = 0.05,
-                     min_score: float = 0.3, normalize: bool = True, faithful: bool = False, n_init: int = 10,
+                     min_score: float = 0.3, normalize: bool = True, metric: str = "l2", n_init: int = 10,
                      max_iter: int = 300, seed: int = 0, num_jobs: int = 1, job_id: int = 0,
                      source: str = "", device: str = "cpu") -> bool:
     """Rank part proposals into (object class, mode) classes; see :mod:`part_d2.modeling.part_ranking`.
@@ -260,9 +261,12 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
     into ``shards/``. Each step is skipped when its files exist.
 
     Args:
-        predict: ``record -> Instances`` (CPU) with ``pred_masks`` at the record's resolution,
-            ``scores`` and ``query_embeddings``.
+        predict: ``record -> Instances`` (CPU) with ``mask_probs`` at the record's resolution,
+            ``class_scores`` and ``query_embeddings`` (:func:`build_proposal_predictor`).
+        metric: mode logits, see :func:`part_d2.modeling.part_ranking.ranking_logits`.
     """
+    if metric not in METRICS:
+        raise ValueError(f"PART_DISTILLATION.RANKING.METRIC={metric!r}; expected one of {METRICS}")
     proposals = ShardStore(output, len(records), shard_size, subdir="proposals")
 
     def process_proposals(i, record):
@@ -326,11 +330,11 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                 if n == 0:
                     continue
                 segs = np.stack([segmentation_to_mask(p, h, w) for p in o["proposals"]])
-                probs = centroids.probabilities(feats[row: row + n], o["class"], faithful)
+                probs = centroids.probabilities(feats[row: row + n], o["class"], metric)
                 row += n
                 masks, modes, scores = label_segments(segs, np.asarray(o["scores"]), probs)
-                anns += [instance_entry(oid * PART_ID_BASE + p, image["id"], class_id(o["class"] * num_modes + m), mk,
-                                        object_id=oid, score=float(sc))
+                anns += [instance_entry(oid * PART_ID_BASE + p, image["id"], class_id(o["class"] * num_modes + m),
+                                        mk, object_id=oid, score=float(sc))
                          for p, (mk, m, sc) in enumerate(zip(masks, modes, scores))]
         return part_json(images, anns, mode_names(object_classes, num_modes), objects, object_classes,
                          {"stage": "part_ranking", "shard": shard})
@@ -342,15 +346,17 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
     return finish_stage(store, {"stage": "part_ranking", "source": source,
                                 "part_classes": mode_names(object_classes, num_modes),
                                 "object_classes": list(object_classes), "num_modes": num_modes,
-                                "faithful_metric": faithful})
+                                "metric": metric})
 
 
 def build_proposal_predictor(cfg, model=None):
-    """``record -> Instances`` (CPU, with query_embeddings) of the part-proposal model of ``cfg``."""
+    """``record -> Instances`` (CPU, with query_embeddings, mask_probs and class_scores) of the
+    part-proposal model of ``cfg``."""
     if model is None:
         model = load_part_model(cfg)
     model = getattr(model, "module", model)
     model.return_query_embeddings = True
+    model.return_mask_probs = True
     mapper = PartDatasetMapper(cfg, False)
 
     @torch.no_grad()
@@ -370,6 +376,6 @@ def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, jo
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     return run_part_ranking(build_proposal_predictor(cfg, model), records, output, pd.SHARD_SIZE, classes,
-                            pd.NUM_PART_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES,
-                            rk.FAITHFUL_METRIC, rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id,
-                            dataset, device=cfg.MODEL.DEVICE)
+                            pd.NUM_PART_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES, rk.METRIC,
+                            rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id, dataset,
+                            device=cfg.MODEL.DEVICE)

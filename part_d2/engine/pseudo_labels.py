@@ -18,6 +18,7 @@ import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
+from part_d2.data.build import build_part_test_loader
 from part_d2.data.part_json import (
     AGNOSTIC_CLASS,
     category_entries,
@@ -27,7 +28,6 @@ from part_d2.data.part_json import (
     part_json,
     write_part_json,
 )
-from part_d2.engine.trainer import PartTrainer
 from part_d2.structures.masks import mask_to_bbox, masks_to_rles, rle_area, segmentation_to_mask
 from part_d2.utils.io import read_json
 
@@ -149,12 +149,12 @@ def generate_pseudo_labels(
 
     Args:
         score_thresh: keep parts scoring above it (default ``MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH``).
-        data_loader: test loader of the dataset (default: :class:`PartTrainer`'s).
+        data_loader: test loader of the dataset (default: :func:`part_d2.data.build.build_part_test_loader`).
     Returns:
         the json dict on the main process (written atomically to ``output_file``), None elsewhere.
     """
     thresh = cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH if score_thresh is None else score_thresh
-    loader = data_loader if data_loader is not None else PartTrainer.build_test_loader(cfg, dataset_name)
+    loader = data_loader if data_loader is not None else build_part_test_loader(cfg, dataset_name)
     predictions = predict_dataset(model, loader, thresh)
     gathered = comm.gather(predictions, dst=0)
     if not comm.is_main_process():

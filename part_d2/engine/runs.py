@@ -12,6 +12,9 @@ import logging
 import os
 from typing import Dict, Optional
 
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+
 from part_d2.engine.trainer import PartTrainer
 from part_d2.modeling.build import load_part_model
 from part_d2.utils.io import atomic_write_json, read_json
@@ -27,7 +30,9 @@ def final_weights(output_dir: str) -> str:
 
 
 def train(cfg, *, resume: bool = False) -> Optional[Dict]:
-    """Train ``cfg`` into ``cfg.OUTPUT_DIR``, skipped when its final weights exist.
+    """Train ``cfg`` into ``cfg.OUTPUT_DIR``, skipped when its final weights exist; like
+    ``tools/train_net.py``, the RNGs are seeded with ``SEED`` (when >= 0) and the config is written
+    to ``OUTPUT_DIR/config.yaml``.
 
     Args:
         resume: continue from the last checkpoint of ``OUTPUT_DIR`` (else start from ``MODEL.WEIGHTS``).
@@ -39,7 +44,12 @@ def train(cfg, *, resume: bool = False) -> Optional[Dict]:
     if os.path.isfile(final):
         logger.info(f"[skip] {final} exists")
         return None
+    if cfg.SEED >= 0:  # as detectron2's default_setup (tools/train_net.py) does with SEED
+        seed_all_rng(cfg.SEED + comm.get_rank())
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    if comm.is_main_process():
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:  # what was trained, for the record
+            f.write(cfg.dump())
     trainer = PartTrainer(cfg)
     trainer.resume_or_load(resume=resume)
     if trainer.start_iter >= trainer.max_iter:

@@ -21,7 +21,7 @@ from part_d2.data.object_mask_models import build_object_mask_model, load_detic_
 from part_d2.engine import offline
 from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels, pseudo_labels_done
 from part_d2.engine.setup import load_config, setup_logging
-from part_d2.engine.trainer import PartTrainer
+from part_d2.engine.trainer import PartTrainer, train_pipeline
 from part_d2.modeling.build import load_part_model
 from part_d2.modeling.pixel_grouping import PixelGrouper
 
@@ -39,8 +39,10 @@ def _setup(config_file: str, opts: Sequence[str], cfg=None, **args):
 
 
 def train_net(*, config_file: str, opts: Sequence[str] = (), eval_only: bool = False, resume: bool = False):
-    """Train ``config_file`` (or, ``eval_only``, evaluate ``MODEL.WEIGHTS``; ``resume``: from the
-    last checkpoint of ``OUTPUT_DIR``); returns the evaluation results."""
+    """Train ``config_file`` and the ``PIPELINE.NEXT_CONFIG`` runs it chains (or, ``eval_only``,
+    evaluate ``MODEL.WEIGHTS``; ``resume``: from the last checkpoint of ``OUTPUT_DIR``); returns the
+    evaluation results."""
+    args = argparse.Namespace(config_file=config_file, opts=list(opts), eval_only=eval_only, resume=resume)
     cfg = _setup(config_file, opts, eval_only=eval_only, resume=resume)
     if eval_only:
         model = PartTrainer.build_model(cfg)
@@ -49,9 +51,7 @@ def train_net(*, config_file: str, opts: Sequence[str] = (), eval_only: bool = F
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
-    trainer = PartTrainer(cfg)
-    trainer.resume_or_load(resume=resume)
-    return trainer.train()
+    return train_pipeline(cfg, args)
 
 
 def pseudo_labels(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (),

@@ -1,16 +1,28 @@
 """PartDistillation stage 2: class-specific part ranking from part-proposal query features.
 
-Per object: the proposals' masks are made disjoint inside the object (every pixel goes to the
-covering proposal of highest score), then filtered by area (fraction of the object) and score,
-keeping all when none passes (as the reference). Per object class, the L2-normalised decoder
-query features of the kept proposals of the whole dataset are clustered into ``PART_DISTILLATION.NUM_PART_MODES`` modes
-(:class:`PartCentroids`, persisted). A proposal's part class within its object's class is ranked
-by a softmax over the modes of
+Per object (the paper's rule, supplementary "part ranking"; the reference's
+``PartRankingModel._unique_assignment`` with ``USE_PER_PIXEL_LABEL_DURING_CLUSTERING True``):
 
-- ``-|x - c|^2`` (default, the squared L2 distance), or
-- ``x.c - |x|^2 - |c|^2`` (``faithful``): the reference's "l2" classifier. It is *not* the
-  negative squared distance (that is ``2 x.c - |x|^2 - |c|^2``); it weights the dot product half
-  as much, which flattens the softmax and can change the ranking for centroids of unequal norms.
+1. every pixel of the object goes to ``argmax_j sigmoid(M_j) * s_j``, with ``M_j`` the mask
+   logits and ``s_j`` the class probability of proposal ``j`` (the predictions keep both:
+   ``mask_probs`` and ``class_scores``). The reference also leaves out the pixels that no
+   proposal covers (every probability <= 0.5);
+2. the resulting disjoint segments are filtered by area (fraction of the object, ``MIN_AREA_RATIO``)
+   then by class probability ``s_j > tau_s`` (``MIN_SCORE``), each filter keeping all its inputs
+   when none passes (as the reference).
+
+Per object class, the (optionally L2-normalised) decoder query features of the kept proposals of
+the whole dataset are clustered into ``PART_DISTILLATION.NUM_PART_MODES`` modes (:class:`PartCentroids`, persisted).
+A proposal's part class within its object's class is ranked by a softmax over the modes of the
+``RANKING.METRIC`` logits (:func:`ranking_logits`):
+
+- ``"l2"`` (default, the paper's distance): ``-|x - c|^2``;
+- ``"reference_l2"``: ``x.c - |x|^2 - |c|^2``, the reference's classifier named "l2"
+  (``part_ranking_model.py`` ``use_classifier``; its default ``PART_RANKING.CLASSIFIER_METRIC`` and
+  its released ``sh_files/part_ranking/run.sh``). It is *not* the negative squared distance
+  (``2 x.c - |x|^2 - |c|^2``): the dot product weighs half as much, which flattens the softmax and
+  can change the ranking for centroids of unequal norms;
+- ``"dot"``: ``x.c``, the reference's other ``CLASSIFIER_METRIC``.
 """
 import json
 import os
@@ -26,20 +38,20 @@ CENTROIDS_JSON = "part_centroids.json"
 CENTROIDS_NPY = "part_centroids.npy"
 
 
-def unique_assignment(masks: np.ndarray, scores: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Make masks disjoint inside ``region``: each covered pixel goes to its best-scoring mask.
+def unique_assignment(mask_probs: np.ndarray, scores: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Disjoint segments covering ``region``: each pixel goes to ``argmax_j mask_probs[j] * scores[j]``.
 
     Args:
-        masks: (N, H, W) bool; scores: (N,) float; region: (H, W) bool.
+        mask_probs: (N, H, W) float in [0, 1] (sigmoid of the mask logits); scores: (N,) float
+            class probabilities; region: (H, W) bool (the object mask).
     Returns:
         (N, H, W) bool, disjoint, inside ``region`` (ties go to the lower index).
     """
-    if len(masks) == 0:
-        return masks.astype(bool)
-    weighted = np.where(masks, np.asarray(scores, np.float64)[:, None, None], -np.inf)
-    best = weighted.argmax(axis=0)
-    covered = masks.any(axis=0) & region
-    return (best[None] == np.arange(len(masks))[:, None, None]) & covered[None]
+    if len(mask_probs) == 0:
+        return np.zeros(mask_probs.shape, bool)
+    probs = np.asarray(mask_probs, np.float64)
+    best = (probs * np.asarray(scores, np.float64)[:, None, None]).argmax(axis=0)
+    return (best[None] == np.arange(len(probs))[:, None, None]) & region[None]
 
 
 def keep_or_all(passes: np.ndarray) -> np.ndarray:
@@ -56,18 +68,25 @@ def filter_proposals(areas: np.ndarray, scores: np.ndarray, object_area: float,
     return idx[keep_or_all(scores[idx] > min_score)]
 
 
-def ranking_logits(x: torch.Tensor, centroids: torch.Tensor, faithful: bool = False) -> torch.Tensor:
+METRICS = ("l2", "reference_l2", "dot")
+
+
+def ranking_logits(x: torch.Tensor, centroids: torch.Tensor, metric: str = "l2") -> torch.Tensor:
     """Logits of features against modes.
 
     Args:
-        x: (M, D); centroids: (K, D).
+        x: (M, D); centroids: (K, D); metric: one of :data:`METRICS` (see the module docstring).
     Returns:
-        (M, K): ``-|x - c|^2``, or ``x.c - |x|^2 - |c|^2`` when ``faithful``.
+        (M, K): ``-|x - c|^2`` ("l2"), ``x.c - |x|^2 - |c|^2`` ("reference_l2") or ``x.c`` ("dot").
     """
+    if metric not in METRICS:
+        raise ValueError(f"PART_DISTILLATION.RANKING.METRIC={metric!r}; expected one of {METRICS}")
     xc = x @ centroids.t()
+    if metric == "dot":
+        return xc
     xx = (x * x).sum(dim=1, keepdim=True)
     cc = (centroids * centroids).sum(dim=1)[None]
-    return (xc if faithful else 2 * xc) - xx - cc
+    return (xc if metric == "reference_l2" else 2 * xc) - xx - cc
 
 
 class PartCentroids:
@@ -105,7 +124,7 @@ class PartCentroids:
             raise ValueError(f"{directory}: {CENTROIDS_NPY} has shape {centroids.shape}, json says {meta['shape']}")
         return cls(meta["class_names"], centroids, np.asarray(meta["counts"]), meta["normalize"])
 
-    def probabilities(self, features: np.ndarray, class_index: int, faithful: bool = False) -> np.ndarray:
+    def probabilities(self, features: np.ndarray, class_index: int, metric: str = "l2") -> np.ndarray:
         """(M, K) softmax over the used modes of ``class_index`` (unused modes get 0).
 
         Args:
@@ -114,7 +133,7 @@ class PartCentroids:
         x = torch.as_tensor(np.asarray(features, np.float32))
         if self.normalize:
             x = torch.nn.functional.normalize(x, dim=1)
-        logits = ranking_logits(x, torch.as_tensor(self.centroids[class_index]), faithful)
+        logits = ranking_logits(x, torch.as_tensor(self.centroids[class_index]), metric)
         logits = logits.masked_fill(torch.as_tensor(self.counts[class_index] == 0)[None], float("-inf"))
         return logits.softmax(dim=1).numpy()
 
@@ -197,19 +216,21 @@ def label_segments(segments: np.ndarray, scores: np.ndarray, probs: np.ndarray
 
 def object_proposals(instances, object_mask: np.ndarray, min_area_ratio: float, min_score: float
                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """Disjoint, filtered proposals of one object from a model's predictions.
+    """Disjoint, filtered proposals of one object from a model's predictions (module docstring).
 
     Args:
-        instances: detectron2 Instances (CPU) with ``pred_masks`` (N, H, W), ``scores`` and
-            optionally ``query_embeddings`` (N, D).
+        instances: detectron2 Instances (CPU) with ``mask_probs`` (N, H, W) float,
+            ``class_scores`` (N,) and optionally ``query_embeddings`` (N, D).
         object_mask: (H, W) bool.
     Returns:
-        segments (M, H, W) bool, scores (M,), indices (M,) into ``instances``, features (M, D)
-        or None.
+        segments (M, H, W) bool, class probabilities (M,), indices (M,) into ``instances``,
+        features (M, D) or None.
     """
-    masks = instances.pred_masks.numpy().astype(bool)
-    scores = instances.scores.numpy().astype(np.float64)
-    segs = unique_assignment(masks, scores, object_mask)
+    if not (instances.has("mask_probs") and instances.has("class_scores")):
+        raise ValueError("part ranking needs mask_probs and class_scores in the predictions "
+                         "(set the model's return_mask_probs, as build_proposal_predictor does)")
+    scores = instances.class_scores.numpy().astype(np.float64)
+    segs = unique_assignment(instances.mask_probs.numpy(), scores, object_mask)
     idx = filter_proposals(segs.reshape(len(segs), -1).sum(axis=1), scores, float(object_mask.sum()),
                            min_area_ratio, min_score)
     feats = instances.query_embeddings.numpy()[idx] if instances.has("query_embeddings") else None

@@ -12,7 +12,8 @@ For one image and its object masks:
    ``2 f.c - |c|^2`` ("l2": ``-|f - c|^2`` up to ``-|f|^2``, equal for all clusters). Both are
    linear in ``f``, so upsampling the scores gives the same assignment as scoring upsampled
    features (the reference's way), without upsampling C-channel features;
-4. optionally a dense CRF on the object's crop (:mod:`part_d2.modeling.dense_crf`).
+4. optionally a dense CRF, by default on the whole image at the grouping size as the reference
+   (``CRF.MODE``, :mod:`part_d2.modeling.dense_crf`).
 """
 import logging
 from typing import Dict, List, Optional, Sequence
@@ -26,7 +27,7 @@ from detectron2.structures import ImageList
 
 from part_d2.clustering.kmeans import batched_kmeans
 from part_d2.modeling.build import load_part_model
-from part_d2.modeling.dense_crf import refine_parts_with_crf
+from part_d2.modeling.dense_crf import CRF_MODES, refine_parts_with_crf
 
 logger = logging.getLogger(__name__)
 METRICS = ("dot", "l2")
@@ -188,6 +189,8 @@ class PixelGrouper:
         """
         if metric not in METRICS:
             raise ValueError(f"PIXEL_GROUPING.METRIC={metric!r}; expected one of {METRICS}")
+        if crf is not None and crf.get("mode", "image") not in CRF_MODES:
+            raise ValueError(f"PIXEL_GROUPING.CRF.MODE={crf['mode']!r}; expected one of {CRF_MODES}")
         if len(pixel_mean) != 3:
             raise ValueError(f"pixel grouping needs an RGB model (3 PIXEL_MEAN values), got {list(pixel_mean)}")
         self.backbone = backbone.eval()
@@ -211,7 +214,8 @@ class PixelGrouper:
         crf = None
         if pg.CRF.ENABLED:
             c = pg.CRF
-            crf = {"margin": c.CROP_MARGIN, "reference_relabel_bug": c.REFERENCE_RELABEL_BUG,
+            crf = {"mode": c.MODE, "image_size": pg.IMAGE_SIZE, "margin": c.CROP_MARGIN,
+                   "reference_relabel_bug": c.REFERENCE_RELABEL_BUG,
                    "gt_prob": c.GT_PROB, "iterations": c.ITERATIONS, "gaussian_sxy": c.GAUSSIAN_SXY,
                    "gaussian_compat": c.GAUSSIAN_COMPAT, "bilateral_sxy": c.BILATERAL_SXY,
                    "bilateral_srgb": c.BILATERAL_SRGB, "bilateral_compat": c.BILATERAL_COMPAT}

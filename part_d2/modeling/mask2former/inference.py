@@ -62,7 +62,7 @@ def mask_score(mask_logits: torch.Tensor, inplace: bool = False) -> torch.Tensor
 
 
 def instance_inference(class_logits, mask_logits, image_size, topk: int, resize_masks=None,
-                       embeddings=None) -> Instances:
+                       embeddings=None, mask_probs: bool = False) -> Instances:
     """Top-k instances of one image: score = class probability x :func:`mask_score`.
 
     Args:
@@ -72,6 +72,8 @@ def instance_inference(class_logits, mask_logits, image_size, topk: int, resize_
         resize_masks: optional function (N, h, w) -> (N, H, W) applied to the selected logits;
             without it the logits must already be (H, W).
         embeddings: optional (Q, C) query features, returned as ``query_embeddings`` (N, C).
+        mask_probs: also return ``mask_probs`` (N, H, W) float (sigmoid of the mask logits) and
+            ``class_scores`` (N,) (class probability alone), for PartDistillation's part ranking.
     Returns:
         Instances with ``pred_masks`` (N, H, W) bool, ``pred_boxes``, ``scores`` (N,),
         ``pred_classes`` (N,) and ``query_indices`` (N,) (plus ``query_embeddings`` if given).
@@ -83,6 +85,9 @@ def instance_inference(class_logits, mask_logits, image_size, topk: int, resize_
     result = Instances(image_size)
     result.pred_masks = masks > 0
     result.pred_boxes = Boxes(boxes_from_masks(result.pred_masks))
+    if mask_probs:
+        result.mask_probs = masks.sigmoid()
+        result.class_scores = scores
     # the selected (and resized) logits are this function's own copy: scoring may overwrite them
     result.scores = scores * mask_score(masks, inplace=True)
     result.pred_classes = classes

@@ -99,6 +99,7 @@ class PartMask2Former(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.return_query_embeddings = return_query_embeddings
         self.post_aware = post_aware
+        self.return_mask_probs = False  # set by stage-2 ranking: add mask_probs and class_scores
 
     @classmethod
     def from_config(cls, cfg):
@@ -212,6 +213,7 @@ class PartMask2Former(nn.Module):
             instances = instance_inference(
                 outputs["pred_logits"][i], outputs["pred_masks"][i], (height, width),
                 self.test_topk_per_image, resize_masks=resize, embeddings=embeddings,
+                mask_probs=self.return_mask_probs,
             )
             results.append({"instances": instances})
         return results

@@ -154,11 +154,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pre_norm: bool,
         mask_dim: int,
         enforce_input_project: bool,
+        query_feature_normalize: bool = False,
     ):
         """
         Args:
             in_channels: channels of the pixel decoder's levels.
             dec_layers: number of attention layers (the config's DEC_LAYERS - 1).
+            query_feature_normalize: L2-normalise each query's mask embedding before its product
+                with the mask features (PartDistillation's ``QUERY_FEATURE_NORMALIZE``; the
+                reference's ``part_distillation_transformer_decoder.py`` ``forward_prediction_heads``).
         """
         super().__init__()
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
@@ -188,6 +192,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(nn.Sequential())
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        self.query_feature_normalize = query_feature_normalize
 
     @classmethod
     def from_config(cls, cfg, in_channels: int):
@@ -205,6 +210,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "pre_norm": mf.PRE_NORM,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
+            "query_feature_normalize": mf.QUERY_FEATURE_NORMALIZE,
         }
 
     def forward(self, features: List[torch.Tensor], mask_features: torch.Tensor) -> Dict:
@@ -269,6 +275,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         embeddings = self.decoder_norm(output).transpose(0, 1)
         pred = {"pred_logits": self.class_embed(embeddings), "pred_embeddings": embeddings}
         mask_embed = self.mask_embed(embeddings)
+        if self.query_feature_normalize:
+            mask_embed = F.normalize(mask_embed, p=2, dim=-1)
         if level_features is None or last:
             pred["pred_masks"] = torch.einsum("nqc,nchw->nqhw", mask_embed, mask_features)
         if level_features is None:
