@@ -5,7 +5,9 @@
 * a pretrained 3-channel input conv (ResNet ``stem.conv1``, Swin ``patch_embed.proj``) loaded
   into a 4-channel object-aware model according to ``INPUT.OBJECT_MASK.INIT``;
 * a summary of the entries skipped for shape (e.g. an 80-class head loaded into a class-agnostic
-  model) and an error when a checkpoint shares no weight with the model.
+  model) and an error when a checkpoint shares no weight with the model;
+* atomic saves (temp file, fsync, rename, then ``last_checkpoint``) and a ``--resume`` that falls
+  back to the newest readable checkpoint (:mod:`part_d2.utils.safe_checkpoint`).
 
 Usage::
 
@@ -21,6 +23,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from part_d2.modeling.backbone.input_channels import INIT_MODES, widen_input_weight
+from part_d2.utils.safe_checkpoint import SafeCheckpointMixin
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,9 @@ def _examples(keys: List[str], limit: int = 10) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-class PartCheckpointer(DetectionCheckpointer):
-    """:class:`DetectionCheckpointer` with input-channel widening and clearer load reports."""
+class PartCheckpointer(SafeCheckpointMixin, DetectionCheckpointer):
+    """:class:`DetectionCheckpointer` with input-channel widening and clearer load reports; crash-safe
+    saves and a verified ``--resume`` (see :class:`part_d2.utils.safe_checkpoint.SafeCheckpointMixin`)."""
 
     def __init__(self, model, save_dir: str = "", *, init: str = "zero", save_to_disk=None, **checkpointables):
         """

@@ -1,0 +1,75 @@
+"""Provenance of derived outputs: content hashes and fingerprints of what determines an output.
+
+A *fingerprint* is the sha256 of the canonical json of its ingredients (input dataset, model
+weights by content, seed, the relevant config values). Outputs store it; a rerun compares its own
+fingerprint with the stored one and refuses to mix or reuse results of another run
+(:func:`check_fingerprint`). Files are hashed by content, so a checkpoint retrained to the same
+path gets a new fingerprint.
+"""
+import hashlib
+import os
+from typing import Dict, Optional, Tuple
+
+from part_d2.utils.io import canonical_json
+
+_HASH_CACHE: Dict[Tuple[str, int, int], str] = {}
+
+
+class ProvenanceError(RuntimeError):
+    """An output folder holds results of another run (another fingerprint), or a corrupt file."""
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (cached per path, size and mtime within the process)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(chunk), b""):
+                h.update(block)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def file_record(path: str) -> Dict:
+    """``{"size": bytes, "sha256": hex}`` of a file, as stored in manifests."""
+    return {"size": os.path.getsize(path), "sha256": file_sha256(path)}
+
+
+def verify_file(path: str, record: Dict) -> Optional[str]:
+    """None when ``path`` matches its manifest ``record`` (size, sha256), else what is wrong."""
+    if not os.path.isfile(path):
+        return "missing"
+    size = os.path.getsize(path)
+    if size != record.get("size"):
+        return f"{size} bytes, the manifest says {record.get('size')}"
+    if file_sha256(path) != record.get("sha256"):
+        return "content differs from its sha256 in the manifest"
+    return None
+
+
+def weights_id(path: str) -> str:
+    """Content id of model weights: ``sha256:<hex>`` of a local file, the path itself for a URL or
+    a path that does not exist here, "" for none (random initialisation)."""
+    if not path:
+        return ""
+    if os.path.isfile(path):
+        return "sha256:" + file_sha256(path)
+    return path
+
+
+def fingerprint(**ingredients) -> str:
+    """Hex sha256 (16 digits) of the canonical json of ``ingredients`` (json-serialisable values)."""
+    return hashlib.sha256(canonical_json(ingredients)).hexdigest()[:16]
+
+
+def check_fingerprint(where: str, stored: Optional[str], current: str, hint: str) -> None:
+    """Raise :class:`ProvenanceError` when ``stored`` (None: no stored fingerprint) differs.
+
+    Args:
+        where: the file or folder named in the message; hint: what the user can do.
+    """
+    if stored is not None and stored != current:
+        raise ProvenanceError(f"{where}: holds results of another run (fingerprint {stored}, this run {current}: "
+                              f"other input, weights, seed or config); {hint}")
