@@ -13,7 +13,6 @@ one whose ``_parts`` sibling is registered).
 import argparse
 import logging
 import os
-import sys
 from typing import Dict, Sequence
 
 import numpy as np
@@ -21,10 +20,11 @@ import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import part_d2  # noqa: F401  (registers datasets)
-from part_d2.data.image_io import ImageReadError, read_image_checked
+from part_d2.data.image_io import read_image_checked
 from part_d2.data.object_masks import build_object_mask_source
-from part_d2.data.part_json import PartDatasetError
-from part_d2.engine.setup import ConfigError, load_config
+from part_d2.engine.config_checks import ConfigError, check_registered
+from part_d2.engine.launch import exit_on_user_error
+from part_d2.engine.setup import load_config
 from part_d2.evaluation.oracle_semantic_evaluator import oracle_confusion, parts_view_name, record_gt
 from part_d2.evaluation.semantic_metrics import semantic_metrics
 from part_d2.evaluation.superpixel_baselines import BASELINES, baseline_parts
@@ -39,7 +39,13 @@ def evaluate_baselines(cfg, dataset_name: str, baselines: Sequence[str], max_ima
     Returns:
         ``{baseline: semantic_metrics(...)}`` (percent), plus ``"num_images"`` per baseline.
     """
-    gt_name = parts_view_name(dataset_name)
+    check_registered(dataset_name, "--dataset")
+    if max_images < 0:
+        raise ConfigError(f"--max-images {max_images}: must be >= 0")
+    try:
+        gt_name = parts_view_name(dataset_name)
+    except ValueError as e:
+        raise ConfigError(f"--dataset {e}") from None
     records = DatasetCatalog.get(gt_name)
     records = records[:max_images] if max_images > 0 else records
     classes = list(MetadataCatalog.get(gt_name).thing_classes)
@@ -71,12 +77,9 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    try:
+    with exit_on_user_error():
         cfg = load_config(args.config_file, args.opts)
         results = evaluate_baselines(cfg, args.dataset, args.baselines, args.max_images)
-    except (ConfigError, PartDatasetError, ImageReadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(f"| baseline | mIoU | fwIoU | mACC | pACC |  ({args.dataset}, object mask: {cfg.INPUT.OBJECT_MASK.SOURCE})")
     print("|---|---|---|---|---|")
     for b, m in results.items():

@@ -111,11 +111,6 @@ def validate_config(cfg) -> None:
         raise ConfigError(f"INPUT.OBJECT_MASK.SOURCE={om.SOURCE!r}: expected one of {sorted(OBJECT_MASK_SOURCES)}")
     if om.INIT not in INIT_MODES:
         raise ConfigError(f"INPUT.OBJECT_MASK.INIT={om.INIT!r}: expected one of {list(INIT_MODES)}")
-    if str(cfg.MODEL.DEVICE).startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r}: no CUDA device is available; use MODEL.DEVICE cpu")
 
 
 def check_registered(name: str, what: str) -> None:

@@ -7,8 +7,9 @@ fingerprint with the stored one and refuses to mix or reuse results of another r
 path gets a new fingerprint.
 """
 import hashlib
+import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from part_d2.utils.io import canonical_json
 
@@ -57,6 +58,30 @@ def weights_id(path: str) -> str:
     if os.path.isfile(path):
         return "sha256:" + file_sha256(path)
     return path
+
+
+def records_id(records: Sequence[Dict]) -> str:
+    """Content id of an input dataset (sha256 of its records' canonical json)."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(r, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+def model_provenance(cfg, keys: Sequence[str] = ("MODEL", "INPUT")) -> Dict:
+    """The config subtrees that determine a model's predictions, with ``MODEL.WEIGHTS`` by content
+    (:func:`part_d2.utils.provenance.weights_id`) and without ``MODEL.DEVICE``."""
+    out = {}
+    for key in keys:
+        node = cfg
+        for part in key.split("."):
+            node = node.get(part) if node is not None else None
+        if node is not None:
+            out[key] = json.loads(json.dumps(node, default=str))
+    if "MODEL" in out:
+        out["MODEL"].pop("DEVICE", None)
+        out["MODEL"]["WEIGHTS"] = weights_id(cfg.MODEL.WEIGHTS)
+    return out
 
 
 def fingerprint(**ingredients) -> str:
