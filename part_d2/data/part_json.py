@@ -261,6 +261,8 @@ def categories_of(json_file: str) -> Dict[str, List[str]]:
     """Part and object class names of a part json, in contiguous order."""
     data = read_json(json_file)
     _check_keys(json_file, data, ("categories",))
+    check_categories(json_file, data["categories"], "categories")
+    check_categories(json_file, data.get("object_categories", []), "object_categories")
     return {
         "part_classes": [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])],
         "object_classes": [c["name"] for c in sorted(data.get("object_categories", []), key=lambda c: c["id"])],

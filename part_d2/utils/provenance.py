@@ -9,9 +9,9 @@ path gets a new fingerprint.
 import hashlib
 import json
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from part_d2.utils.io import canonical_json
+from part_d2.utils.io import atomic_write_json, canonical_json
 
 _HASH_CACHE: Dict[Tuple[str, int, int], str] = {}
 
@@ -98,3 +98,27 @@ def check_fingerprint(where: str, stored: Optional[str], current: str, hint: str
     if stored is not None and stored != current:
         raise ProvenanceError(f"{where}: holds results of another run (fingerprint {stored}, this run {current}: "
                               f"other input, weights, seed or config); {hint}")
+
+
+def cached_json(path: str, ingredients: Dict, compute: Callable[[], Any]) -> Any:
+    """A json-serialisable result cached in ``path`` with the fingerprint of its ``ingredients``
+    (e.g. weights by content, dataset, config overrides).
+
+    Returns:
+        The cached result when ``path`` holds this fingerprint, else ``compute()`` (then cached).
+    Raises:
+        ProvenanceError: ``path`` holds a result of other ingredients (or of unknown origin).
+    """
+    fp = fingerprint(**ingredients)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError:
+                data = None
+        stored = data.get("fingerprint", "(none)") if isinstance(data, dict) else "(unreadable)"
+        check_fingerprint(path, stored, fp, "delete it to recompute")
+        return data["result"]
+    result = compute()
+    atomic_write_json(path, {"fingerprint": fp, "ingredients": ingredients, "result": result})
+    return result

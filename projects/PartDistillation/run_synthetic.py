@@ -29,7 +29,6 @@ object class are written to ``OUTPUT/collages``.
 """
 import argparse
 import importlib.util
-import json
 import logging
 import os
 import time
@@ -42,6 +41,7 @@ from part_d2.data.builtin import register_synthetic_parts
 from part_d2.data.shards import register_stage_output
 from part_d2.engine.setup import load_config
 from part_d2.engine.trainer import PartTrainer
+from part_d2.utils.provenance import cached_json, weights_id
 
 logger = logging.getLogger("part_d2.pd_synthetic")
 
@@ -83,23 +83,20 @@ def train(config: str, iters: int, output: str, opts=()) -> str:
 def evaluate(name: str, config: str, weights: str, output: str, opts=(), test: str = TEST) -> dict:
     """PartDiscoveryEvaluator metrics of a model on the test classes (cached in ``output``)."""
     path = os.path.join(output, "evals", f"{name}.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    cfg = load_config(os.path.join(CONFIGS, config), list(opts) + [
-        "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{test}',)",
-        "TEST.PART_DISCOVERY.ENABLED", "True", "MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS", "True",
-        "TEST.DETECTIONS_PER_IMAGE", str(max(MAX_DETS)), "TEST.PART_DISCOVERY.MAX_DETS", str(list(MAX_DETS)),
-    ])
-    cfg.freeze()
-    model = PartTrainer.build_model(cfg)
-    PartCheckpointer(model).load(weights)
-    results = PartTrainer.test(cfg, model)  # one test dataset: not keyed by its name
-    metrics = results["part_discovery"]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=1)
-    return metrics
+
+    def compute():
+        cfg = load_config(os.path.join(CONFIGS, config), list(opts) + [
+            "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{test}',)",
+            "TEST.PART_DISCOVERY.ENABLED", "True", "MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS", "True",
+            "TEST.DETECTIONS_PER_IMAGE", str(max(MAX_DETS)), "TEST.PART_DISCOVERY.MAX_DETS", str(list(MAX_DETS)),
+        ])
+        cfg.freeze()
+        model = PartTrainer.build_model(cfg)
+        PartCheckpointer(model).load(weights)
+        return PartTrainer.test(cfg, model)["part_discovery"]  # one test dataset: not keyed by its name
+
+    return cached_json(path, {"weights": weights_id(weights), "config": config, "opts": list(opts), "test": test,
+                              "max_dets": list(MAX_DETS)}, compute)
 
 
 def run_stage_tool(tool: str, argv) -> None:
@@ -108,10 +105,6 @@ def run_stage_tool(tool: str, argv) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.run(list(argv))
-
-
-def stage_done(output: str) -> bool:
-    return os.path.isfile(os.path.join(output, "manifest.json"))
 
 
 def main(argv=None):
@@ -131,36 +124,34 @@ def main(argv=None):
 
     objects = train("pd_objects_R_tiny.yaml", scale["objects"], os.path.join(out, "objects"))
     groups_dir = os.path.join(out, "pixel_groups")
-    if not stage_done(groups_dir):
-        run_stage_tool(
-            "pd_pixel_grouping",
-            [
-                "--config-file",
-                os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"),
-                "--dataset",
-                pool,
-                "--output",
-                groups_dir,
-                "MODEL.WEIGHTS",
-                objects,
-                "MODEL.DEVICE",
-                "cpu",
-                "OUTPUT_DIR",
-                os.path.join(out, "logs", "pixel_grouping"),
-                "PART_DISTILLATION.PIXEL_GROUPING.IMAGE_SIZE",
-                "160",
-            ],
-        )
+    run_stage_tool(
+        "pd_pixel_grouping",
+        [
+            "--config-file",
+            os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"),
+            "--dataset",
+            pool,
+            "--output",
+            groups_dir,
+            "MODEL.WEIGHTS",
+            objects,
+            "MODEL.DEVICE",
+            "cpu",
+            "OUTPUT_DIR",
+            os.path.join(out, "logs", "pixel_grouping"),
+            "PART_DISTILLATION.PIXEL_GROUPING.IMAGE_SIZE",
+            "160",
+        ],
+    )
     register_stage_output("pd_groups", groups_dir)
     proposals = train("pd_proposals_R_tiny.yaml", scale["proposals"], os.path.join(out, "proposals"),
                       ["MODEL.WEIGHTS", objects])
     ranked_dir = os.path.join(out, "ranked")
-    if not stage_done(ranked_dir):
-        run_stage_tool("pd_rank_parts", [
-            "--config-file", os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), "--dataset", "pd_groups_agnostic",
-            "--output", ranked_dir, "MODEL.WEIGHTS", proposals, "MODEL.DEVICE", "cpu",
-            "OUTPUT_DIR", os.path.join(out, "logs", "ranking"),
-        ])
+    run_stage_tool("pd_rank_parts", [
+        "--config-file", os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), "--dataset", "pd_groups_agnostic",
+        "--output", ranked_dir, "MODEL.WEIGHTS", proposals, "MODEL.DEVICE", "cpu",
+        "OUTPUT_DIR", os.path.join(out, "logs", "ranking"),
+    ])
     register_stage_output("pd_ranked", ranked_dir)
     run_stage_tool("pd_collages", ["--input", ranked_dir, "--output", os.path.join(out, "collages")])  # cheap: redone
     distill = train("pd_distill_R_tiny.yaml", scale["distill"], os.path.join(out, "distill"),
