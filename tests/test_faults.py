@@ -436,6 +436,8 @@ CASES = [
     Case("image-bomb", "eval_superpixel_baselines", "decompression-bomb-sized image (30000 x 30000 header)", "error",
          rf"{P}images/0.png: image too large to decode safely \(.*\)",
          baselines_on(image=lambda root: bomb_png(f"{root}/images/0.png"))),
+    Case("stored-mask-rle", "eval_superpixel_baselines", "stored object mask whose RLE counts are garbage", "error",
+         rf"{P}masks.json: object mask of {P}0.png: RLEs with undecodable counts", lambda tmp: _stored_masks(tmp)),
     # demo
     Case("demo-no-weights", "demo", "no MODEL.WEIGHTS and no --random-weights", "error",
          r"MODEL.WEIGHTS is empty: the model would be randomly initialised; give --opts MODEL.WEIGHTS .*",
@@ -473,6 +475,10 @@ CASES = [
     Case("pseudo-other", "generate_pseudo_labels", "--output holding pseudo labels of other weights", "error",
          rf"{P}pseudo_labels.json: holds results of another run \(fingerprint 0123456789abcdef, .*\); give another "
          r"--output, delete the file, or pass --on-mismatch new-folder", pseudo(prepare=_pseudo_of_other_weights)),
+    Case("pseudo-dataset", "generate_pseudo_labels", "unknown --dataset", "error",
+         r"--dataset: 'nope_agnostic' is not a registered dataset; .*",
+         lambda tmp: (_tool("generate_pseudo_labels").run, ["--config-file", CFG, "--dataset", "nope_agnostic",
+                                                            "--output", str(tmp / "pl"), "OUTPUT_DIR", str(tmp)])),
     Case("pseudo-thresh", "generate_pseudo_labels", "`--score-thresh 5`", "error",
          r"--score-thresh 5.0: must be a score in \[0, 1\]", pseudo("--score-thresh", "5")),
     Case("quickstart-config", "quickstart", "bad override", "error",
@@ -499,6 +505,12 @@ def _json_deleted(tmp):
     main, argv = _json_text(tmp, "{}")
     os.remove(os.path.join(str(tmp), "data", "parts.json"))
     return main, argv
+
+
+def _stored_masks(tmp):
+    main, argv = baselines_on()(tmp)
+    masks = _write(tmp / "masks.json", json.dumps({f"{i}.png": [{"size": [32, 40], "counts": "~~~"}] for i in (0, 1)}))
+    return main, argv + ["INPUT.OBJECT_MASK.SOURCE", "stored", "INPUT.OBJECT_MASK.STORED_JSON", masks]
 
 
 def _demo_gt_source(tmp):
