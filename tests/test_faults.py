@@ -467,6 +467,9 @@ CASES = [
     Case("stage-truncated", "pd_pixel_grouping", "shard truncated by hand after the stage finished", "error",
          rf"{P}shard-00001.json: \d+ bytes, the manifest says \d+; delete it and rerun the stage to recompute it",
          stage("pd_pixel_grouping", prepare=lambda tmp, out: _finished_stage(tmp, out, truncate=True))),
+    Case("stage-foreign-shard", "pd_pixel_grouping", "unfinished output holding a shard of another run", "error",
+         rf"{P}shard-00001.json: written by another run \(fingerprint ffff, this run \w+\); delete it and rerun the "
+         r"stage to recompute it", stage("pd_pixel_grouping", prepare=lambda tmp, out: _foreign_shard(tmp, out))),
     Case("stage-no-manifest", "pd_collages", "--input that is not a finished stage", "error",
          rf"{P}manifest.json not found: the stage writing {P} has not finished \(rerun it to resume\)",
          lambda tmp: (_tool("pd_collages").run, ["--input", str(tmp), "--output", str(tmp / "c")])),
@@ -563,6 +566,16 @@ def _finished_stage(tmp, out, retrain=False, truncate=False):
 
 
 _FINISHED_WEIGHTS = {}
+
+
+def _foreign_shard(tmp, out):
+    _finished_stage(tmp, out)
+    os.remove(os.path.join(out, "manifest.json"))
+    path = os.path.join(out, "shards", "shard-00001.json")
+    with open(path) as f:
+        data = json.load(f)
+    data["info"]["fingerprint"] = "ffff"
+    _write(path, json.dumps(data))
 
 
 @pytest.fixture(autouse=True)

@@ -207,8 +207,11 @@ def finish_stage(store: ShardStore, manifest: Dict, extra: Optional[Callable[[],
         path = os.path.join(store.root, MANIFEST)
         old = read_json(path) if os.path.isfile(path) else None
         if old is None:
-            for s in range(store.num_shards):
-                store.read_json(s)  # a shard truncated or edited by hand: error naming it
+            for s in range(store.num_shards):  # a shard truncated, edited or of another run: error naming it
+                stored = store.read_json(s).get("info", {}).get("fingerprint")
+                if manifest.get("fingerprint") and stored != manifest["fingerprint"]:
+                    raise ProvenanceError(f"{store.path(s)}: written by another run (fingerprint {stored}, this run "
+                                          f"{manifest['fingerprint']}); delete it and rerun the stage to recompute it")
             if extra is not None:
                 extra()
             write_manifest(store.root, dict(manifest, files=_file_records(store.root)))
