@@ -15,13 +15,15 @@ from detectron2.utils import comm
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.checkpoint import PartCheckpointer
 from part_d2.engine import PartTrainer, launch_tool
-from part_d2.engine.config_checks import ConfigError
+from part_d2.engine.config_checks import ConfigError, check_datasets
 from part_d2.engine.launch import add_lock_argument
 from part_d2.engine.setup import load_config, setup
 
 
 def main(args):
     cfg = setup(args)
+    check_datasets(cfg, ("DATASETS.TEST",) if args.eval_only else ("DATASETS.TRAIN", "DATASETS.TEST",
+                                                                    "DATASETS.UNLABELED"))
     if args.eval_only:
         resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
         if not cfg.MODEL.WEIGHTS and not args.random_weights and not resuming:

@@ -6,7 +6,7 @@ from detectron2.utils.logger import setup_logger
 
 from part_d2.config import add_part_d2_config
 from part_d2.data.part_json import register_config_part_jsons
-from part_d2.engine.config_checks import ConfigError, check_config_file, check_datasets, split_opts, validate_config
+from part_d2.engine.config_checks import ConfigError, check_config_file, split_opts, validate_config
 
 __all__ = ["ConfigError", "load_config", "setup", "setup_logging"]
 
@@ -47,7 +47,6 @@ def load_config(config_file: str = "", opts=(), validate: bool = True):
 def setup(args):
     """Config from ``args.config_file``/``args.opts``, frozen, with detectron2's default setup."""
     cfg = load_config(args.config_file, args.opts)
-    check_datasets(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logging(cfg)
