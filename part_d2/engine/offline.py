@@ -11,8 +11,11 @@ A stage reads the records of a registered dataset in their order and writes fixe
 worker ``s mod W`` (W = jobs x ranks); a worker skips shards that exist. Randomness is seeded per
 image from its file name, and each image is processed alone, so the output does not depend on the
 number of workers or on interruptions. The manifest is written last, once every shard exists; a
-rerun of a finished stage leaves its files untouched and logs so, and an output directory written
-by a different run (other input, classes or shard size) is an error rather than mixed in. Output
+rerun of a finished stage leaves its files untouched (after checking the size and sha256 of each
+file against the manifest) and logs so. A run records its fingerprint (input records, model
+weights by content, seed, the stage's config) in ``provenance.json`` before its first shard and in
+every shard: an output directory written by a different run is an error rather than mixed in
+(or, with ``--on-mismatch new-folder``, the run goes to ``OUTPUT-<fingerprint>``). Output
 ids are: image ``i + 1`` (``i``: position in the input), object ``(i + 1) * 10^4 + j``, part
 ``object_id * 10^3 + p``.
 """
