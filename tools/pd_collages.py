@@ -16,6 +16,8 @@ import numpy as np
 
 from part_d2.data.image_io import read_image_checked
 from part_d2.data.shards import load_stage_output, read_manifest
+from part_d2.engine.config_checks import ConfigError
+from part_d2.engine.launch import exit_on_user_error
 from part_d2.structures.masks import segmentation_to_mask
 from part_d2.utils.visualization import collage, draw_parts, write_png
 
@@ -68,7 +70,10 @@ def run(argv=None):
     parser.add_argument("--output", required=True, help="directory of the collages")
     parser.add_argument("--per-class", type=int, default=9, help="instances per collage")
     args = parser.parse_args(argv)
-    print(f"{make_collages(args.input, args.output, args.per_class)} collages written to {args.output}")
+    with exit_on_user_error():
+        if args.per_class < 1:
+            raise ConfigError(f"--per-class {args.per_class}: must be >= 1")
+        print(f"{make_collages(args.input, args.output, args.per_class)} collages written to {args.output}")
 
 
 if __name__ == "__main__":

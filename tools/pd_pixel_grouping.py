@@ -13,24 +13,27 @@ Interrupted runs resume; the output is a sharded part json (single class ``part`
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
+from part_d2.engine.config_checks import check_registered
 from part_d2.engine.launch import launch_tool
-from part_d2.engine.offline import run_pixel_grouping, stage_argument_parser
+from part_d2.engine.offline import model_provenance, run_pixel_grouping, stage_argument_parser, stage_lock_name
 from part_d2.engine.setup import setup
 from part_d2.modeling.pixel_grouping import PixelGrouper
 
 
 def main(args):
     cfg = setup(args)
+    check_registered(args.dataset, "--dataset")
     records = DatasetCatalog.get(args.dataset)
     classes = list(getattr(MetadataCatalog.get(args.dataset), "object_classes", []))
     pd = cfg.PART_DISTILLATION
     return run_pixel_grouping(PixelGrouper(cfg), records, args.output, pd.SHARD_SIZE, classes, pd.SEED,
-                              pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, args.num_jobs, args.job_id, args.dataset)
+                              pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, args.num_jobs, args.job_id, args.dataset,
+                              model_provenance(cfg, ("MODEL", "PART_DISTILLATION.PIXEL_GROUPING")), args.on_mismatch)
 
 
 def run(argv=None):
     args = stage_argument_parser(__doc__).parse_args(argv)
-    return launch_tool(main, args)
+    return launch_tool(main, args, output=lambda a: a.output, lock_name=stage_lock_name(args))
 
 
 if __name__ == "__main__":

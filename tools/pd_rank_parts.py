@@ -10,19 +10,22 @@ class, PART_DISTILLATION.RANKING.NUM_MODES modes) and a sharded part json whose 
 (object class, mode) pairs. Interrupted runs resume.
 """
 import part_d2  # noqa: F401  (registers datasets and architectures)
+from part_d2.engine.config_checks import check_registered
 from part_d2.engine.launch import launch_tool
-from part_d2.engine.offline import rank_parts, stage_argument_parser
+from part_d2.engine.offline import rank_parts, stage_argument_parser, stage_lock_name
 from part_d2.engine.setup import setup
 
 
 def main(args):
     cfg = setup(args)
-    return rank_parts(cfg, args.dataset, args.output, num_jobs=args.num_jobs, job_id=args.job_id)
+    check_registered(args.dataset, "--dataset")
+    return rank_parts(cfg, args.dataset, args.output, num_jobs=args.num_jobs, job_id=args.job_id,
+                      on_mismatch=args.on_mismatch)
 
 
 def run(argv=None):
     args = stage_argument_parser(__doc__).parse_args(argv)
-    return launch_tool(main, args)
+    return launch_tool(main, args, output=lambda a: a.output, lock_name=stage_lock_name(args))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 
 from part_d2.data.image_io import ImageReadError, read_alpha_channel
 from part_d2.data.part_json import PartDatasetError, read_json
+from part_d2.data.validation import rle_problem, valid_size
 from part_d2.structures.masks import segmentation_to_mask
 
 logger = logging.getLogger(__name__)
@@ -131,11 +132,18 @@ class StoredObjectMasks(ObjectMaskSource):
         h, w = record["height"], record["width"]
         mask = np.zeros((h, w), dtype=bool)
         for rle in rles:
+            if not isinstance(rle, dict) or "counts" not in rle or not valid_size(rle):
+                raise PartDatasetError(f"{self.json_file}: object mask of {record['file_name']} is not an RLE "
+                                       "({'size': [H, W], 'counts': ...})")
             if list(rle["size"]) != [h, w]:
                 raise PartDatasetError(
                     f"{self.json_file}: object mask of {record['file_name']} is {rle['size'][1]}x{rle['size'][0]} "
                     f"(WxH) but the image is {w}x{h}"
                 )
+            problem = rle_problem(rle, h, w)
+            if problem:
+                raise PartDatasetError(f"{self.json_file}: object mask of {record['file_name']}: "
+                                       f"{problem.replace(' (dropped)', '')}")
             mask |= segmentation_to_mask(rle, h, w)
         return mask
 

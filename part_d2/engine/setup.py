@@ -6,26 +6,40 @@ from detectron2.utils.logger import setup_logger
 
 from part_d2.config import add_part_d2_config
 from part_d2.data.part_json import register_config_part_jsons
+from part_d2.engine.config_checks import ConfigError, check_config_file, split_opts, validate_config
+
+__all__ = ["ConfigError", "load_config", "setup", "setup_logging"]
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file and the key."""
+def _yacs_message(e: Exception) -> str:
+    return " ".join(str(e.args[0] if e.args else e).split())
 
 
-def load_config(config_file: str = "", opts=()):
+def load_config(config_file: str = "", opts=(), validate: bool = True):
     """detectron2's default config + part_d2's keys, merged with a YAML file and KEY VALUE pairs;
-    the part jsons of ``DATASETS.PART_JSONS`` are registered as datasets."""
+    the part jsons of ``DATASETS.PART_JSONS`` are registered as datasets.
+
+    Raises:
+        ConfigError: naming the file or key: a missing file, YAML syntax error, ``_BASE_`` cycle,
+            unknown key, value of the wrong type, or (``validate``) an out-of-range value
+            (:func:`part_d2.engine.config_checks.validate_config`).
+    """
     cfg = get_cfg()
     add_part_d2_config(cfg)
-    try:
-        if config_file:
+    if config_file:
+        check_config_file(config_file)
+        try:
             cfg.merge_from_file(config_file)
+        except (KeyError, AssertionError, ValueError, TypeError) as e:  # unknown key, wrong type
+            raise ConfigError(f"{config_file}: {_yacs_message(e)}") from None
+    split_opts(opts)
+    try:
         cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as e:  # yacs: KeyError from files, AssertionError from lists
-        where = f"{config_file} or its overrides" if config_file and opts else (config_file or "command-line overrides")
-        raise ConfigError(f"{where}: {e.args[0] if e.args else e}") from None
-    except FileNotFoundError as e:
-        raise ConfigError(f"{config_file}: config file not found ({e})") from None
+    except (KeyError, AssertionError, ValueError, TypeError) as e:
+        where = f"{config_file} or its overrides" if config_file else "command-line overrides"
+        raise ConfigError(f"{where}: {_yacs_message(e)}") from None
+    if validate:
+        validate_config(cfg)
     register_config_part_jsons(cfg)
     return cfg
 

@@ -28,7 +28,6 @@ evaluation its json under ``--output/seed<S>/evals`` (skipped when present), so 
 resumes where it stopped.
 """
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -41,10 +40,16 @@ from detectron2.utils.logger import setup_logger
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.object_masks import build_object_mask_source, mask_iou, union_of_objects
-from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels
+from part_d2.engine.pseudo_labels import (
+    PSEUDO_LABEL_FILE,
+    generate_pseudo_labels,
+    pseudo_label_fingerprint,
+    pseudo_labels_done,
+)
 from part_d2.engine.setup import load_config
 from part_d2.engine.trainer import PartTrainer
 from part_d2.utils.io import atomic_write_json
+from part_d2.utils.provenance import cached_json, weights_id
 
 logger = logging.getLogger("part_d2.ops_miniature")
 
@@ -138,29 +143,30 @@ class Miniature:
     def evaluate(self, name: str, weights: str, opts: List[str]) -> Dict:
         """Evaluate ``weights`` on the test split with ``opts``; cached in ``evals/{name}.json``."""
         path = os.path.join(self.output, "evals", f"{name}.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-        cfg = self.config(list(opts) + ["MODEL.WEIGHTS", weights], os.path.join(self.output, "evals", name), 1)
-        cfg.freeze()
-        model = PartTrainer.build_model(cfg)
-        PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(weights)
-        results = PartTrainer.test(cfg, model)
-        results = {k: dict(v) for k, v in results.items()}
-        atomic_write_json(path, results)
-        return results
+
+        def compute():
+            cfg = self.config(list(opts) + ["MODEL.WEIGHTS", weights], os.path.join(self.output, "evals", name), 1)
+            cfg.freeze()
+            model = PartTrainer.build_model(cfg)
+            PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(weights)
+            return {k: dict(v) for k, v in PartTrainer.test(cfg, model).items()}
+
+        return cached_json(path, {"weights": weights_id(weights), "opts": list(opts), "test_set": self.test_set,
+                                  "settings": self.settings}, compute)
 
     def pseudo_labels(self, weights: str, opts: List[str]) -> str:
         """Pseudo labels of ``weights`` (with ``opts``) on the unlabeled split; returns the json."""
         out = os.path.join(self.output, "pseudo_labels")
         path = os.path.join(out, PSEUDO_LABEL_FILE)
-        if os.path.isfile(path):
-            return path
         cfg = self.config(list(opts) + ["MODEL.WEIGHTS", weights], out, 1)
         cfg.freeze()
+        dataset = f"{self.unlabeled_set}_agnostic"
+        fp = pseudo_label_fingerprint(cfg, dataset, cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH)
+        if pseudo_labels_done(path, fp):  # an error when it holds another run's labels
+            return path
         model = PartTrainer.build_model(cfg)
         PartCheckpointer(model, init=cfg.INPUT.OBJECT_MASK.INIT).load(weights)
-        generate_pseudo_labels(cfg, model, f"{self.unlabeled_set}_agnostic", path)
+        generate_pseudo_labels(cfg, model, dataset, path, fp=fp)
         return path
 
 

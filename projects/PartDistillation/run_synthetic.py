@@ -34,7 +34,6 @@ gap of means exceeds the sum of the two standard deviations (the only ones a cla
 """
 import argparse
 import importlib.util
-import json
 import logging
 import os
 import statistics
@@ -48,6 +47,8 @@ from part_d2.data.builtin import register_synthetic_parts
 from part_d2.data.shards import register_stage_output
 from part_d2.engine.setup import load_config
 from part_d2.engine.trainer import PartTrainer
+from part_d2.utils.io import atomic_write_bytes
+from part_d2.utils.provenance import cached_json, weights_id
 
 logger = logging.getLogger("part_d2.pd_synthetic")
 
@@ -99,23 +100,20 @@ def train(config: str, iters: int, output: str, opts=(), seed: int = 0) -> str:
 def evaluate(name: str, config: str, weights: str, output: str, opts=(), test: str = TEST, cap: int = 50) -> dict:
     """PartDiscoveryEvaluator metrics of a model on the test classes (cached in ``output``)."""
     path = os.path.join(output, "evals", f"{name}.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    cfg = load_config(os.path.join(CONFIGS, config), list(opts) + [
-        "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{test}',)",
-        "TEST.PART_DISCOVERY.ENABLED", "True", "MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS", "True",
-        "TEST.DETECTIONS_PER_IMAGE", str(cap), "TEST.PART_DISCOVERY.MAX_DETS", str([1, 10, cap]),
-    ])
-    cfg.freeze()
-    model = PartTrainer.build_model(cfg)
-    PartCheckpointer(model).load(weights)
-    results = PartTrainer.test(cfg, model)  # one test dataset: not keyed by its name
-    metrics = results["part_discovery"]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=1)
-    return metrics
+
+    def compute():
+        cfg = load_config(os.path.join(CONFIGS, config), list(opts) + [
+            "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{test}',)",
+            "TEST.PART_DISCOVERY.ENABLED", "True", "MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS", "True",
+            "TEST.DETECTIONS_PER_IMAGE", str(cap), "TEST.PART_DISCOVERY.MAX_DETS", str([1, 10, cap]),
+        ])
+        cfg.freeze()
+        model = PartTrainer.build_model(cfg)
+        PartCheckpointer(model).load(weights)
+        return PartTrainer.test(cfg, model)["part_discovery"]  # one test dataset: not keyed by its name
+
+    return cached_json(path, {"weights": weights_id(weights), "config": config, "opts": list(opts), "test": test,
+                              "max_dets": [1, 10, cap]}, compute)
 
 
 def run_stage_tool(tool: str, argv) -> None:
@@ -126,29 +124,24 @@ def run_stage_tool(tool: str, argv) -> None:
     module.run(list(argv))
 
 
-def stage_done(output: str) -> bool:
-    return os.path.isfile(os.path.join(output, "manifest.json"))
-
-
 def run_seed(out: str, scale: dict, seed: int, pool: str, cap: int) -> dict:
     """Every stage and evaluation of one seed in ``out``; returns {model: metrics}."""
     seed_opts = ["PART_DISTILLATION.SEED", str(seed), "MODEL.DEVICE", "cpu"]
     objects = train("pd_objects_R_tiny.yaml", scale["objects"], os.path.join(out, "objects"), seed=seed)
     groups_dir = os.path.join(out, "pixel_groups")
-    if not stage_done(groups_dir):
-        run_stage_tool("pd_pixel_grouping", [
-            "--config-file", os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"), "--dataset", pool,
-            "--output", groups_dir, "MODEL.WEIGHTS", objects, "OUTPUT_DIR", os.path.join(out, "logs", "pixel_grouping"),
-            *seed_opts])
+    # the stage tools do nothing for a complete output of the same fingerprint (and refuse another one)
+    run_stage_tool("pd_pixel_grouping", [
+        "--config-file", os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"), "--dataset", pool,
+        "--output", groups_dir, "MODEL.WEIGHTS", objects, "OUTPUT_DIR", os.path.join(out, "logs", "pixel_grouping"),
+        *seed_opts])
     register_stage_output("pd_groups", groups_dir)
     proposals = train("pd_proposals_R_tiny.yaml", scale["proposals"], os.path.join(out, "proposals"),
                       ["MODEL.WEIGHTS", objects], seed)
     ranked_dir = os.path.join(out, "ranked")
-    if not stage_done(ranked_dir):
-        run_stage_tool("pd_rank_parts", [
-            "--config-file", os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), "--dataset", "pd_groups_agnostic",
-            "--output", ranked_dir, "MODEL.WEIGHTS", proposals, "OUTPUT_DIR", os.path.join(out, "logs", "ranking"),
-            *seed_opts])
+    run_stage_tool("pd_rank_parts", [
+        "--config-file", os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), "--dataset", "pd_groups_agnostic",
+        "--output", ranked_dir, "MODEL.WEIGHTS", proposals, "OUTPUT_DIR", os.path.join(out, "logs", "ranking"),
+        *seed_opts])
     register_stage_output("pd_ranked", ranked_dir)
     run_stage_tool("pd_collages", ["--input", ranked_dir, "--output", os.path.join(out, "collages")])  # cheap: redone
     distill = train("pd_distill_R_tiny.yaml", scale["distill"], os.path.join(out, "distill"),
@@ -220,8 +213,7 @@ def main(argv=None):
     print(f"\nPartDistillation on synthetic unseen test classes ({args.scale}, iterations x{args.iters_scale}, "
           f"seeds {args.seeds}, {args.det_cap} detections, {time.time() - start:.0f} s)")
     print(text)
-    with open(os.path.join(args.output, "results.md"), "w") as f:
-        f.write(text + "\n")
+    atomic_write_bytes(os.path.join(args.output, "results.md"), (text + "\n").encode())
     return {name: {m: v[0] for m, v in stats.items()} for name, stats in summary.items()}
 
 
