@@ -57,6 +57,20 @@ def interleaved_median_times(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def interleaved_self_timed(fns: Dict[str, Callable], iters: int, warmup: int = 1) -> Dict[str, float]:
+    """Median seconds of functions that time themselves (each returns its own measured seconds, so
+    that untimed per-call setup such as copying inputs it mutates stays out), called in alternation
+    like :func:`interleaved_median_times`."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(max(1, iters)):
+        for name, fn in fns.items():
+            times[name].append(fn())
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def scaled(full: int, scale: float, minimum: int = 1) -> int:
     """``round(full * scale)``, at least ``minimum``."""
     return max(minimum, int(round(full * scale)))

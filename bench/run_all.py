@@ -34,6 +34,7 @@ CASES = {
     "ss_loss": "bench_ss_loss",
     "evaluator": "bench_evaluator",
     "lvis_evaluator": "bench_lvis_evaluator",
+    "fce_evaluator": "bench_fce_evaluator",
     "classifier_memory": "bench_classifier_memory",
 }
 

@@ -11,6 +11,8 @@
   or the reference's single ``sem_seg_head.predictor.class_embed`` of N_obj * P + 1 float64 rows
   with the shared no-object row last (``part_distillation_transformer_decoder.py``).
   :func:`to_reference_layout` writes the other direction (``tools/convert_pd_checkpoint.py``).
+* atomic saves (temp file, fsync, rename, then ``last_checkpoint``) and a ``--resume`` that falls
+  back to the newest readable checkpoint (:mod:`part_d2.utils.safe_checkpoint`).
 
 Usage::
 
@@ -26,6 +28,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from part_d2.modeling.backbone.input_channels import INIT_MODES, widen_input_weight
+from part_d2.utils.safe_checkpoint import SafeCheckpointMixin
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +137,9 @@ def _examples(keys: List[str], limit: int = 10) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-class PartCheckpointer(DetectionCheckpointer):
-    """:class:`DetectionCheckpointer` with input-channel widening and clearer load reports."""
+class PartCheckpointer(SafeCheckpointMixin, DetectionCheckpointer):
+    """:class:`DetectionCheckpointer` with input-channel widening and clearer load reports; crash-safe
+    saves and a verified ``--resume`` (see :class:`part_d2.utils.safe_checkpoint.SafeCheckpointMixin`)."""
 
     def __init__(self, model, save_dir: str = "", *, init: str = "zero", save_to_disk=None, **checkpointables):
         """

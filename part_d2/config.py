@@ -63,6 +63,10 @@ def warn_unimplemented_keys(cfg) -> list:
     return bad
 
 
+def _yacs_message(e: Exception) -> str:
+    return " ".join(str(e.args[0] if e.args else e).split())
+
+
 def load_part_d2_config(config_file: str = "", opts=()):
     """detectron2's default config + part_d2's keys, merged with a YAML file and KEY VALUE pairs.
 
@@ -71,15 +75,18 @@ def load_part_d2_config(config_file: str = "", opts=()):
     """
     cfg = get_cfg()
     add_part_d2_config(cfg)
-    try:
-        if config_file:
+    if config_file:
+        try:
             cfg.merge_from_file(config_file)
+        except FileNotFoundError as e:
+            raise ConfigError(f"{config_file}: config file not found ({e})") from None
+        except (KeyError, AssertionError, ValueError, TypeError) as e:  # unknown key, wrong type
+            raise ConfigError(f"{config_file}: {_yacs_message(e)}") from None
+    try:
         cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as e:  # yacs: KeyError from files, AssertionError from lists
-        where = f"{config_file} or its overrides" if config_file and opts else (config_file or "command-line overrides")
-        raise ConfigError(f"{where}: {e.args[0] if e.args else e}") from None
-    except FileNotFoundError as e:
-        raise ConfigError(f"{config_file}: config file not found ({e})") from None
+    except (KeyError, AssertionError, ValueError, TypeError) as e:
+        where = f"{config_file} or its overrides" if config_file else "command-line overrides"
+        raise ConfigError(f"{where}: {_yacs_message(e)}") from None
     warn_unimplemented_keys(cfg)
     return cfg
 

@@ -33,6 +33,12 @@ SUBSTITUTIONS: List[Tuple[str, str, str]] = [
      r"--dataset synthetic_parts_mini_\1 --tune-dataset synthetic_parts_mini_\2 --tune-images 2",
      "the mini synthetic dataset, tuned on 2 images"),
     (r"(run_synthetic\.py)$", r"\1 --scale smoke", "the pipeline's plumbing scale"),
+    (r"--dataset pd_objects_objects", "--dataset synthetic_parts_mini_val_objects",
+     "stage 1a groups the ground-truth objects of the mini synthetic set (stage 0 needs Detic)"),
+    (r" DATASETS\.PART_JSONS \"\('pd_objects:output/pd/objects',\)\"", "",
+     "no stage-0 output to register (see the line above)"),
+    (r"DATASETS\.TEST \"\('partimagenet_val_parts',\)\"", "DATASETS.TEST \"('synthetic_parts_mini_test_parts',)\"",
+     "the stage-3 classifier's object classes are the synthetic ones (README: PartImageNet needs OBJECT_CLASS_JSON)"),
     (r"/path/to/PartImageNet_OOD\.zip", "raw/PartImageNet_OOD.zip", "the fixture in the release's zip format"),
     (r"/path/to/PartImageNet_Seg\.zip", "raw/PartImageNet_Seg", "the fixture in the Seg release's layout"),
     (r"/path/to/PartImageNetPP", "raw/PartImageNetPP", "the fixture in the PartImageNet++ release's layout"),
@@ -85,11 +91,22 @@ _TINY_SWIN = {
     "MODEL.SWIN.DROP_PATH_RATE": 0.0,
 }
 
+# PartDistillation's configs keep their weights: the fake paper checkpoint below, or the previous stage's.
+_PD = {**_SHORT, **{k: v for k, v in _TINY_MASK2FORMER.items() if k != "MODEL.WEIGHTS"}, **_TINY_SWIN}
+
 # First matching pattern (fnmatch on the config path as written in the README) wins.
 TINY_CONFIGS: List[Tuple[str, Dict]] = [
     ("configs/synthetic/*", {**_SHORT, **_MINI_SYNTHETIC}),
     ("projects/OPS/configs/*", {**_SHORT, **_TINY_MASK2FORMER, **_TINY_RESNET}),
-    ("projects/PartDistillation/configs/*", {**_SHORT, **_TINY_MASK2FORMER, **_TINY_SWIN}),
+    ("projects/PartDistillation/configs/pipeline_swinL.yaml", {
+        **_PD, "PIPELINE.GROUPING.INPUT": "synthetic_parts_mini_val_objects",
+        "PIPELINE.GROUPING.OUTPUT": "output/pd_pipeline/pixel_groups",
+        "PIPELINE.RANKING.OUTPUT": "output/pd_pipeline/ranked", "OUTPUT_DIR": "output/pd_pipeline/proposals",
+        "PIPELINE.NEXT_CONFIG": "tiny/projects/PartDistillation/configs/part_distillation_swinL.yaml",
+        "PIPELINE.NEXT_OPTS": ["OUTPUT_DIR", "output/pd_pipeline/distill"]}),
+    ("projects/PartDistillation/configs/part_distillation_swinL.yaml",
+     {**_PD, "DATASETS.TEST": ["synthetic_parts_mini_test_parts"]}),
+    ("projects/PartDistillation/configs/*", _PD),
     ("configs/mask2former/*swin*", {**_SHORT, **_TINY_MASK2FORMER, **_TINY_SWIN}),
     ("configs/mask2former/*", {**_SHORT, **_TINY_MASK2FORMER, **_TINY_RESNET}),
     ("configs/*", _SHORT),
@@ -99,12 +116,6 @@ TINY_CONFIGS: List[Tuple[str, Dict]] = [
 FAKE_WEIGHTS: Dict[str, str] = {
     "weights/mask2former_swinL_IN21k_384_coco_instance_q200.pkl":
         "configs/mask2former/maskformer2_swin_large_part_agnostic.yaml",
-}
-
-# Parse-only commands whose outputs later commands read: a stand-in command that writes them.
-STAND_INS: Dict[str, str] = {
-    "--detic": "python tools/pd_object_masks.py --config-file configs/synthetic/pd_objects_R_tiny.yaml "
-               "--dataset partimagenet_train_objects --output output/pd/objects",
 }
 
 # Commands that are not run, by a substring that identifies them, with the reason.

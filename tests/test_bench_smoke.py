@@ -11,7 +11,7 @@ sys.path.insert(0, BENCH)
 
 import bench_classifier_memory  # noqa: E402
 import run_all  # noqa: E402
-from common import ratio_row, speedup_row  # noqa: E402
+from common import interleaved_self_timed, ratio_row, speedup_row  # noqa: E402
 
 TINY_M2F = "configs/synthetic/mask2former_R_tiny_agnostic.yaml"
 
@@ -78,3 +78,55 @@ def test_classifier_memory_child_dense_equals_gathered():
     # dense logits: 8 x 200 x 16,000 float32 = 100 MiB; gathered: 8 x 200 x 9
     assert dense["peak_extra_bytes"] > 50 * 2**20
     assert gathered["peak_extra_bytes"] < dense["peak_extra_bytes"] / 10
+
+
+def test_interleaved_self_timed_takes_the_returned_seconds():
+    calls = []
+    fns = {"a": lambda: calls.append("a") or 3.0 - len(calls) % 2, "b": lambda: calls.append("b") or 7.0}
+    times = interleaved_self_timed(fns, iters=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # alternating, warm-up included
+    assert times == {"a": 2.0, "b": 7.0}  # a's timed calls return 3, 2, 2 (calls 3, 5, 7)
+
+
+def test_fce_evaluator_tiny_scale():
+    pytest.importorskip("faster_coco_eval")
+    import bench_fce_evaluator
+
+    result = bench_fce_evaluator.run(scale=0.01, iters=1)
+    assert result["params"]["coco_images"] == 10 and result["params"]["lvis_images"] == 5
+    assert len(result["rows"]) == 4 and all(r["quality_ok"] and r["part_d2"] > 0 for r in result["rows"])
+    coco, lvis = result["details"]["coco"], result["details"]["lvis"]
+    assert coco["fce_diff"]["other"] == 0 and coco["fce_diff"]["arrays"] <= 2.3e-16
+    # without empty masks faster-coco-eval's LVIS mode agrees with part_d2 (= LVISEval) but for the last bit
+    clean = lvis["fce_diff_without_empty_masks"]
+    assert clean["other"] == 0 and clean["arrays"] <= 2.3e-16 and clean["same_missing"]
+
+
+def test_fce_differences_and_empty_mask_filter():
+    pytest.importorskip("faster_coco_eval")
+    import bench_evaluator
+    import bench_fce_evaluator
+
+    from part_d2.evaluation import EvalParams, evaluate_coco, summarize
+
+    gt, dets = bench_evaluator.make_data(3, 20, 16, seed=1)
+    ours = evaluate_coco(gt, dets, EvalParams(use_cats=False, max_dets=bench_evaluator.MAX_DETS))
+    ev, seconds = bench_fce_evaluator.run_fce(gt, dets, lvis_style=False)
+    assert seconds > 0
+    arrays = {"precision": ours.precision, "recall": ours.recall}
+    stats = summarize(ours)
+    keys = bench_fce_evaluator.COCO_KEYS
+    diff = bench_fce_evaluator.differences(arrays, stats, ev, keys)
+    # seed 1: faster-coco-eval has precision 1.0 where pycocotools and part_d2 have 1 - 2**-52
+    assert diff["last_bit"] > 0 and diff["other"] == 0 and diff["arrays"] == 2.0**-52
+    assert diff["summary"] < 1e-12 and diff["same_missing"]
+    changed = dict(arrays, recall=ours.recall + 0.25 * (ours.recall > -1))
+    diff = bench_fce_evaluator.differences(changed, dict(stats, AP=stats["AP"] + 1), ev, keys)
+    assert diff["arrays"] == 0.25 and diff["other"] == (ours.recall > -1).sum()
+    assert diff["summary"] == pytest.approx(1.0)
+    before_gt, before_dets = bench_fce_evaluator._without_empty_masks(gt, dets)
+    empty = {"size": [16, 16], "counts": "P8"}  # 256 background pixels
+    gt["annotations"].append(dict(gt["annotations"][0], id=999, area=0.0, segmentation=empty))
+    dets.append(dict(dets[0], segmentation=empty))
+    kept_gt, kept_dets = bench_fce_evaluator._without_empty_masks(gt, dets)
+    assert kept_gt["annotations"] == before_gt["annotations"] and kept_dets == before_dets

@@ -79,8 +79,9 @@ def test_interrupted_run_resumes_with_the_same_lr_schedule(tmp_path):
     assert a["iteration"] == b["iteration"] == 6 and a["lr"] == b["lr"] == full[6]
 
 
-def _bad_part_json(datasets_root, out_dir):
-    """A 6-image part json of the mini training split whose 2nd image is missing and 4th corrupt.
+def _bad_part_json(datasets_root, out_dir, damage=True):
+    """A 6-image part json of the mini training split whose 2nd image is missing and 4th corrupt
+    (all fine when not ``damage``).
 
     Returns (json_file, image_root, missing_path, corrupt_path).
     """
@@ -103,9 +104,10 @@ def _bad_part_json(datasets_root, out_dir):
         im["file_name"] = name
     missing = os.path.join(images, data["images"][1]["file_name"])
     corrupt = os.path.join(images, data["images"][3]["file_name"])
-    os.remove(missing)
-    with open(corrupt, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n truncated")
+    if damage:
+        os.remove(missing)
+        with open(corrupt, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n truncated")
     json_file = os.path.join(out_dir, "parts.json")
     with open(json_file, "w") as f:
         json.dump(data, f)
@@ -131,3 +133,38 @@ def test_train_net_skips_bad_images_and_eval_names_the_file(tmp_path):
     assert proc.returncode == 1
     assert f"error: {missing}: image file not found" in err.splitlines()
     assert "Traceback" not in err and "DataLoader worker" not in err
+
+
+
+def test_kill_9_during_a_checkpoint_write_then_resume_continues_from_the_previous_checkpoint(tmp_path):
+    """train_net killed with SIGKILL while it writes model_0000003.pth: ``--resume`` starts after
+    the previous good checkpoint (model_0000002.pth), with no traceback."""
+    import signal
+    import time
+
+    datasets = str(tmp_path / "datasets")
+    json_file, images, _, _ = _bad_part_json(datasets, str(tmp_path / "data"), damage=False)
+    out = str(tmp_path / "run")
+    env = dict(os.environ, DETECTRON2_DATASETS=datasets, OMP_NUM_THREADS="1")
+    opts = [*TINY, "DATASETS.PART_JSONS", f"('ok:{json_file}:{images}',)", "DATASETS.TRAIN", "('ok_agnostic',)",
+            "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
+            "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", out]
+    tool = [sys.executable, "tools/train_net.py"]
+    proc = subprocess.Popen([*tool, "--config-file", CONFIG, *opts, "SOLVER.MAX_ITER", "1000"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (
+            os.path.isdir(out) and any(p.startswith("model_0000003.pth.tmp") for p in os.listdir(out))):
+        time.sleep(0.0005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = sorted(os.listdir(out))
+    assert "model_0000002.pth" in left and "model_0000003.pth" not in left, left
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read() == "model_0000002.pth"
+    resumed = subprocess.run([*tool, "--resume", "--config-file", CONFIG, *opts, "SOLVER.MAX_ITER", "5"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=300)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0 and "Traceback" not in log, log[-3000:]
+    assert "Starting training from iteration 3" in log
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))

@@ -73,7 +73,7 @@ def test_unknown_config_key_is_a_clear_error(datasets_root):
 
 
 def test_missing_dataset_names_the_preparation_command(datasets_root):
-    proc = train_net(datasets_root, "--eval-only", "--config-file", CONFIG,
+    proc = train_net(datasets_root, "--eval-only", "--random-weights", "--config-file", CONFIG,
                      "DATASETS.TEST", "('partimagenet_val_agnostic',)", check=False)
     assert proc.returncode == 1
     assert "partimagenet_val_agnostic" in proc.stderr and "prepare_partimagenet.py" in proc.stderr

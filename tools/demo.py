@@ -12,11 +12,13 @@ Object-aware models read the object mask from the configured source (INPUT.OBJEC
 """
 import argparse
 import logging
-import sys
 
 import part_d2  # noqa: F401
+from part_d2.engine.config_checks import ConfigError
+from part_d2.engine.launch import add_lock_argument, exit_on_user_error
 from part_d2.engine.predictor import expand_inputs, run_demo
-from part_d2.engine.setup import ConfigError, load_config
+from part_d2.engine.setup import load_config
+from part_d2.utils.output_lock import output_lock
 
 
 def main(argv=None):
@@ -26,6 +28,9 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="directory for overlay PNGs and results.json")
     parser.add_argument("--confidence-threshold", type=float, default=None,
                         help="draw parts above this score (default TEST.DEMO_CONFIDENCE)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="allow an empty MODEL.WEIGHTS (a randomly initialised model, for testing only)")
+    add_lock_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     parser.add_argument("--opts", dest="deprecated_opts", default=[], nargs=argparse.REMAINDER,
                         help="deprecated alias: give the KEY VALUE overrides last, without --opts")
@@ -33,21 +38,26 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     if args.deprecated_opts:
         logging.getLogger("part_d2.demo").warning("--opts is deprecated: give KEY VALUE overrides last, without it")
-    opts = list(args.opts) + list(args.deprecated_opts)
+    args.opts = list(args.opts) + list(args.deprecated_opts)
+    with exit_on_user_error():
+        return demo(args)
 
-    try:
-        cfg = load_config(args.config_file, opts)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+
+def demo(args):
+    cfg = load_config(args.config_file, args.opts)
     if cfg.INPUT.OBJECT_MASK.SOURCE in ("perfect", "imperfect") and (
         cfg.INPUT.OBJECT_MASK.ENABLED or cfg.TEST.POST_AWARE.ENABLED
     ):
-        sys.exit("error: the demo has no ground truth; set INPUT.OBJECT_MASK.SOURCE to rgba, stored or model")
+        raise ConfigError("the demo has no ground truth; set INPUT.OBJECT_MASK.SOURCE to rgba, stored or model")
     cfg.freeze()
     files = expand_inputs(args.input)
     if not files:
-        sys.exit(f"error: no images found in {args.input}")
-    run_demo(cfg, files, args.output, args.confidence_threshold)
+        raise ConfigError(f"--input {' '.join(args.input)}: no images found")
+    if not cfg.MODEL.WEIGHTS and not args.random_weights:
+        raise ConfigError("MODEL.WEIGHTS is empty: the model would be randomly initialised; give "
+                          "MODEL.WEIGHTS path/to/model.pth (or --random-weights to do it on purpose)")
+    with output_lock(args.output, wait=args.wait_for_lock):
+        return run_demo(cfg, files, args.output, args.confidence_threshold, random_weights=args.random_weights)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ module above) are counted in ``ncut_fallbacks``.
 import argparse
 import logging
 import os
-import sys
 from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
@@ -33,10 +32,12 @@ import tqdm
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import part_d2  # noqa: F401  (registers datasets)
-from part_d2.data.image_io import ImageReadError, read_image_checked
+from part_d2.data.image_io import read_image_checked
 from part_d2.data.object_masks import build_object_mask_source
 from part_d2.data.part_json import PartDatasetError
-from part_d2.engine.setup import ConfigError, load_config
+from part_d2.engine.config_checks import ConfigError, check_registered
+from part_d2.engine.launch import exit_on_user_error
+from part_d2.engine.setup import load_config
 from part_d2.evaluation.ground_truth import gt_parts, parts_view
 from part_d2.evaluation.oracle_semantic_evaluator import oracle_confusion
 from part_d2.evaluation.semantic_metrics import semantic_metrics
@@ -48,7 +49,13 @@ logger = logging.getLogger("part_d2.tools.eval_superpixel_baselines")
 
 def _samples(cfg, dataset_name: str, max_images: int):
     """(records, part classes, object-mask source) of a part dataset's first ``max_images`` images."""
-    gt_name = parts_view(dataset_name)
+    check_registered(dataset_name, "--dataset")
+    if max_images < 0:
+        raise ConfigError(f"--max-images {max_images}: must be >= 0")
+    try:
+        gt_name = parts_view(dataset_name)
+    except ValueError as e:
+        raise ConfigError(f"--dataset {e}") from None
     records = DatasetCatalog.get(gt_name)
     records = records[:max_images] if max_images > 0 else records
     source_cfg = cfg.clone()
@@ -145,16 +152,13 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    try:
+    with exit_on_user_error():
         cfg = load_config(args.config_file, args.opts)
         params = {}
         if args.tune_dataset:
             tuned = tune_parameters(cfg, args.tune_dataset, args.baselines, args.tune_images, args.target_segments)
             params = {b: t["params"] for b, t in tuned.items()}
         results = evaluate_baselines(cfg, args.dataset, args.baselines, args.max_images, params)
-    except (ConfigError, PartDatasetError, ImageReadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     print(f"| baseline | parameters | segments / object | mIoU | fwIoU | mACC | pACC |  "
           f"({args.dataset}, object mask: {cfg.INPUT.OBJECT_MASK.SOURCE})")
     print("|---|---|---|---|---|---|---|")

@@ -14,7 +14,7 @@ import functools
 from detectron2.engine import default_argument_parser
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.engine.launch import launch_tool
+from part_d2.engine.launch import add_lock_argument, launch_tool
 from part_d2.engine.stages import call_with_args, pseudo_labels
 
 
@@ -25,11 +25,16 @@ def build_parser():
     parser.add_argument("--score-thresh", type=float, default=None,
                         help="keep parts scoring above this (default MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH)")
     parser.add_argument("--name", default="", help="dataset name printed for DATASETS.PART_JSONS")
+    parser.add_argument("--on-mismatch", choices=("error", "new-folder"), default="error",
+                        help="when --output holds pseudo labels of another run: 'error' (default) or 'new-folder' "
+                             "(write into OUTPUT-<fingerprint>)")
+    add_lock_argument(parser)
     return parser
 
 
 def main(argv=None):
-    return launch_tool(functools.partial(call_with_args, pseudo_labels), build_parser().parse_args(argv))
+    return launch_tool(functools.partial(call_with_args, pseudo_labels), build_parser().parse_args(argv),
+                       output=lambda a: a.output)
 
 
 run = main  # the entry's former name

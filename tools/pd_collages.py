@@ -10,6 +10,8 @@ For every (object class, part class) of a finished stage output, up to ``--per-c
 import argparse
 
 from part_d2.engine.collages import make_collages
+from part_d2.engine.config_checks import ConfigError
+from part_d2.engine.launch import exit_on_user_error
 
 
 def main(argv=None):
@@ -18,7 +20,10 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="directory of the collages")
     parser.add_argument("--per-class", type=int, default=9, help="instances per collage")
     args = parser.parse_args(argv)
-    written = make_collages(input=args.input, output=args.output, per_class=args.per_class)
+    with exit_on_user_error():
+        if args.per_class < 1:
+            raise ConfigError(f"--per-class {args.per_class}: must be >= 1")
+        written = make_collages(input=args.input, output=args.output, per_class=args.per_class)
     print(f"{written} collages written to {args.output}")
     return written
 

@@ -17,13 +17,15 @@ import functools
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.engine.launch import launch_tool
-from part_d2.engine.stages import call_with_args, object_masks, stage_argument_parser
+from part_d2.engine.stages import call_with_args, object_masks, stage_argument_parser, stage_lock_name
 
 
 def main(argv=None):
     parser = stage_argument_parser(__doc__)
     parser.add_argument("--detic", action="store_true", help="the config is a Detic config (needs Detic)")
-    return launch_tool(functools.partial(call_with_args, object_masks), parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return launch_tool(functools.partial(call_with_args, object_masks), args, output=lambda a: a.output,
+                       lock_name=stage_lock_name(args))
 
 
 if __name__ == "__main__":

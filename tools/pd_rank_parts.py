@@ -13,12 +13,13 @@ import functools
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.engine.launch import launch_tool
-from part_d2.engine.stages import call_with_args, rank_parts, stage_argument_parser
+from part_d2.engine.stages import call_with_args, rank_parts, stage_argument_parser, stage_lock_name
 
 
 def main(argv=None):
     args = stage_argument_parser(__doc__).parse_args(argv)
-    return launch_tool(functools.partial(call_with_args, rank_parts), args)
+    return launch_tool(functools.partial(call_with_args, rank_parts), args, output=lambda a: a.output,
+                       lock_name=stage_lock_name(args))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ from detectron2.utils.logger import setup_logger
 
 import part_d2  # noqa: F401
 from part_d2.data.image_io import read_image_checked
-from part_d2.engine import launch, runs
-from part_d2.engine.predictor import run_demo
+from part_d2.engine import launch_tool, runs
+from part_d2.engine.config_checks import check_datasets
+from part_d2.engine.launch import add_lock_argument
+from part_d2.engine.predictor import overlay_names, run_demo
 from part_d2.engine.setup import load_config
 from part_d2.utils.io import atomic_write_json
 from part_d2.utils.visualization import collage, write_png
@@ -30,6 +32,7 @@ CONFIG = "configs/synthetic/cascade_mask_rcnn_R_tiny_agnostic.yaml"
 
 def quickstart(args):
     cfg = load_config(args.config_file, ["OUTPUT_DIR", args.output] + args.opts)
+    check_datasets(cfg)
     cfg.freeze()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())
@@ -54,8 +57,7 @@ def quickstart(args):
     demo_dir = os.path.join(cfg.OUTPUT_DIR, "demo")
     run_demo(demo_cfg, files, demo_dir)
     overlays = [
-        read_image_checked(os.path.join(demo_dir, f"{os.path.splitext(os.path.basename(f))[0]}_parts.png"), "RGB")
-        for f in files
+        read_image_checked(os.path.join(demo_dir, name), "RGB") for name in overlay_names(files)
     ]
     write_png(os.path.join(cfg.OUTPUT_DIR, "demo_collage.png"), collage(overlays, cols=4))
 
@@ -78,9 +80,11 @@ def main(argv=None):
     parser.add_argument("--output", default="output/quickstart")
     parser.add_argument("--demo-images", type=int, default=8)
     parser.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs, or CPU processes with gloo)")
+    add_lock_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     a = parser.parse_args(argv)
-    launch(quickstart, a.num_gpus, dist_url="auto", args=(a,))
+    a.num_machines, a.machine_rank, a.dist_url = 1, 0, "auto"
+    return launch_tool(quickstart, a, output=lambda args: args.output)
 
 
 if __name__ == "__main__":

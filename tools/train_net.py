@@ -15,12 +15,25 @@ import functools
 from detectron2.engine import default_argument_parser
 
 import part_d2  # noqa: F401  (registers datasets and architectures)
-from part_d2.engine.launch import launch_tool
+from part_d2.engine.launch import add_lock_argument, launch_tool
+from part_d2.engine.setup import load_config
 from part_d2.engine.stages import call_with_args, train_net
 
 
+def build_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--random-weights", action="store_true",
+                        help="with --eval-only: allow an empty MODEL.WEIGHTS (random initialisation)")
+    add_lock_argument(parser)
+    return parser
+
+
+def output_dir(args) -> str:
+    return load_config(args.config_file, args.opts).OUTPUT_DIR
+
+
 def main(argv=None):
-    return launch_tool(functools.partial(call_with_args, train_net), default_argument_parser().parse_args(argv))
+    return launch_tool(functools.partial(call_with_args, train_net), build_parser().parse_args(argv), output=output_dir)
 
 
 run = main  # the entry's former name

@@ -35,6 +35,8 @@ def read_image_checked(file_name: str, format: str = "BGR") -> np.ndarray:
             img.load()
             img = ImageOps.exif_transpose(img)
             img = _to_8bit_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{file_name}: image too large to decode safely ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{file_name}: cannot decode image ({e})") from None
     return convert_PIL_to_numpy(img, format)
@@ -54,6 +56,8 @@ def read_alpha_channel(file_name: str) -> np.ndarray:
                     f"{file_name}: no alpha channel (mode {img.mode}) for the 'rgba' object-mask source"
                 )
             return np.asarray(img.getchannel("A")) > 0
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{file_name}: image too large to decode safely ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageReadError(f"{file_name}: cannot decode image ({e})") from None
 

@@ -21,6 +21,7 @@ from detectron2.engine import DefaultPredictor
 
 from part_d2.config import load_part_d2_config
 from part_d2.data.image_io import ImageReadError, read_alpha_channel
+from part_d2.data.validation import rle_problem, valid_size
 from part_d2.structures.masks import segmentation_to_mask
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import read_json
@@ -134,11 +135,18 @@ class StoredObjectMasks(ObjectMaskSource):
         h, w = record["height"], record["width"]
         mask = np.zeros((h, w), dtype=bool)
         for rle in rles:
+            if not isinstance(rle, dict) or "counts" not in rle or not valid_size(rle):
+                raise PartDatasetError(f"{self.json_file}: object mask of {record['file_name']} is not an RLE "
+                                       "({'size': [H, W], 'counts': ...})")
             if list(rle["size"]) != [h, w]:
                 raise PartDatasetError(
                     f"{self.json_file}: object mask of {record['file_name']} is {rle['size'][1]}x{rle['size'][0]} "
                     f"(WxH) but the image is {w}x{h}"
                 )
+            problem = rle_problem(rle, h, w)
+            if problem:
+                raise PartDatasetError(f"{self.json_file}: object mask of {record['file_name']}: "
+                                       f"{problem.replace(' (dropped)', '')}")
             mask |= segmentation_to_mask(rle, h, w)
         return mask
 

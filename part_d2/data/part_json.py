@@ -44,6 +44,14 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from part_d2.data.validation import (
+    check_categories,
+    check_unique_ids,
+    index_images,
+    polygon_problem,
+    rle_problem,
+    valid_size,
+)
 from part_d2.structures.masks import (
     mask_to_bbox,
     mask_to_rle,
@@ -76,8 +84,15 @@ def _clean_segmentation(segm, height: int, width: int, stats: Counter):
         (segmentation, area) with area in pixels, or (None, 0.0).
     """
     if isinstance(segm, list):
+        if not segm:
+            stats["empty segmentations [] (dropped)"] += 1
+            return None, 0.0
         polys = []
         for poly in segm:
+            problem = polygon_problem(poly)
+            if problem:
+                stats[problem] += 1
+                continue
             if not polygon_is_valid(poly):
                 stats["polygons with < 6 or an odd number of values (dropped)"] += 1
                 continue
@@ -89,9 +104,13 @@ def _clean_segmentation(segm, height: int, width: int, stats: Counter):
         if not polys:
             return None, 0.0
         return polys, segmentation_area(polys, height, width)
-    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
+    if isinstance(segm, dict) and "counts" in segm and "size" in segm and valid_size(segm):
         if list(segm["size"]) != [height, width]:
             stats["RLEs whose size differs from the image (dropped)"] += 1
+            return None, 0.0
+        problem = rle_problem(segm, height, width)
+        if problem:
+            stats[problem] += 1
             return None, 0.0
         return segm, segmentation_area(segm, height, width)
     stats["unreadable segmentations (dropped)"] += 1
@@ -102,12 +121,15 @@ def _instances(path, anns, images, cat_map, stats, min_area, kind):
     """Group valid instances by image id as detectron2 annotation dicts."""
     by_image: Dict[int, List[Dict]] = {}
     for ann in anns:
-        img = images.get(ann.get("image_id"))
+        img = images.get(ann.get("image_id")) if _hashable(ann.get("image_id")) else None
         if img is None:
             stats[f"{kind} of unknown images (dropped)"] += 1
             continue
-        if ann.get("category_id") not in cat_map:
+        if not _hashable(ann.get("category_id")) or ann.get("category_id") not in cat_map:
             stats[f"{kind} of unknown categories (dropped)"] += 1
+            continue
+        if ann.get("iscrowd", 0) not in (0, 1):
+            stats[f"{kind} with an iscrowd other than 0 or 1 (dropped)"] += 1
             continue
         if "segmentation" not in ann:
             stats[f"{kind} without segmentation (dropped)"] += 1
@@ -137,6 +159,10 @@ def _instances(path, anns, images, cat_map, stats, min_area, kind):
     return by_image
 
 
+def _hashable(value) -> bool:
+    return isinstance(value, (int, str)) or value is None
+
+
 def load_part_json(
     json_file: str, image_root: str, view: str = "parts", min_part_area: float = 0.0
 ) -> List[Dict]:
@@ -151,12 +177,11 @@ def load_part_json(
     data = read_json(json_file)
     _check_keys(json_file, data, ("images", "annotations", "categories"))
     stats: Counter = Counter()
-    images = {}
-    for img in data["images"]:
-        if not all(k in img for k in ("id", "file_name", "height", "width")):
-            stats["image entries without id/file_name/height/width (dropped)"] += 1
-            continue
-        images[img["id"]] = img
+    images = index_images(json_file, data["images"])
+    check_unique_ids(json_file, data["annotations"], "annotations")
+    check_unique_ids(json_file, data.get("objects", []), "objects")
+    check_categories(json_file, data["categories"], "categories")
+    check_categories(json_file, data.get("object_categories", []), "object_categories")
     part_cats = sorted(data["categories"], key=lambda c: c["id"])
     obj_cats = sorted(data.get("object_categories", []), key=lambda c: c["id"])
     part_map = {c["id"]: i for i, c in enumerate(part_cats)}
@@ -171,7 +196,8 @@ def load_part_json(
             "height": int(img["height"]),
             "width": int(img["width"]),
             "image_id": img_id,
-            "object_category_id": obj_map.get(img.get("object_category_id"), -1),
+            "object_category_id": obj_map.get(img.get("object_category_id"), -1)
+            if _hashable(img.get("object_category_id")) else -1,
             "objects": objects.get(img_id, []),
         }
         if view == "objects":
@@ -194,6 +220,8 @@ def categories_of(json_file: str) -> Dict[str, List[str]]:
     """Part and object class names of a part json, in contiguous order."""
     data = read_json(json_file)
     _check_keys(json_file, data, ("categories",))
+    check_categories(json_file, data["categories"], "categories")
+    check_categories(json_file, data.get("object_categories", []), "object_categories")
     return {
         "part_classes": [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])],
         "object_classes": [c["name"] for c in sorted(data.get("object_categories", []), key=lambda c: c["id"])],

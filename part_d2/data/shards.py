@@ -2,7 +2,9 @@
 
 An output directory holds::
 
-    manifest.json              # written last: stage, classes, number of images and shards
+    provenance.json            # written first: the run's fingerprint (input, weights, seed, config)
+    manifest.json              # written last: stage, classes, numbers of images and shards, the
+                               # fingerprint, and size + sha256 of every result file
     shards/shard-00000.json    # a part json (see part_d2.data.part_json) of images [0, S)
     shards/shard-00001.json    # ... of images [S, 2S), S = PART_DISTILLATION.SHARD_SIZE
     (stage-specific side files, e.g. features/shard-00000.npy)
@@ -111,9 +113,15 @@ def load_stage_output(root: str, view: str = "parts") -> List[Dict]:
     if missing:
         raise PartDatasetError(f"{root}: {len(missing)} shard(s) missing (first: {store.path(missing[0])}); "
                                "rerun the stage to complete it")
+    files = read_manifest(root).get("files", {})
     records = []
     for s in range(store.num_shards):
-        records += load_part_json(store.path(s), "", view)
+        path = store.path(s)
+        record = files.get(os.path.relpath(path, root))
+        if record is not None and os.path.getsize(path) != record["size"]:
+            raise PartDatasetError(f"{path}: {os.path.getsize(path)} bytes, the manifest says {record['size']} "
+                                   "(modified after the stage finished); delete it and rerun the stage to recompute it")
+        records += load_part_json(path, "", view)
     return records
 
 

@@ -11,15 +11,18 @@ A stage reads the records of a registered dataset in their order and writes fixe
 worker ``s mod W`` (W = jobs x ranks); a worker skips shards that exist. Randomness is seeded per
 image from its file name, and each image is processed alone, so the output does not depend on the
 number of workers or on interruptions. The manifest is written last, once every shard exists; a
-rerun of a finished stage leaves its files untouched and logs so, and an output directory written
-by a different run (other input, classes or shard size) is an error rather than mixed in. Output
+rerun of a finished stage leaves its files untouched (after checking the size and sha256 of each
+file against the manifest) and logs so. A run records its fingerprint (input records, model
+weights by content, seed, the stage's config) in ``provenance.json`` before its first shard and in
+every shard: an output directory written by a different run is an error rather than mixed in
+(or, with ``--on-mismatch new-folder``, the run goes to ``OUTPUT-<fingerprint>``). Output
 ids are: image ``i + 1`` (``i``: position in the input), object ``(i + 1) * 10^4 + j``, part
 ``object_id * 10^3 + p``.
 """
 import logging
 import os
 import zlib
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -49,10 +52,75 @@ from part_d2.modeling.part_ranking import (
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, segmentation_to_mask, segmentation_to_rle
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, atomic_write_npy, read_json
+from part_d2.utils.provenance import (
+    ProvenanceError,
+    check_fingerprint,
+    file_record,
+    fingerprint,
+    model_provenance,
+    records_id,
+    verify_file,
+)
 
 logger = logging.getLogger(__name__)
 OBJECT_ID_BASE = 10**4
 PART_ID_BASE = 10**3
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance
+PROVENANCE = "provenance.json"
+ON_MISMATCH = ("error", "new-folder")
+
+
+def claim_output(output: str, stage: str, records: Sequence[Dict], provenance: Optional[Dict],
+                 on_mismatch: str = "error", **params) -> Tuple[str, str]:
+    """Check (or record, in ``OUTPUT/provenance.json``) the fingerprint of this run of a stage.
+
+    The fingerprint covers the input records, ``params`` of the stage and ``provenance`` (the
+    model weights by content and the relevant config, see :func:`model_provenance`); not the
+    number of jobs or processes.
+
+    Returns:
+        (output folder, fingerprint): the folder is ``output``, or ``output-<fingerprint>`` when
+        ``output`` holds another run's result and ``on_mismatch`` is "new-folder".
+    Raises:
+        ProvenanceError: ``output`` holds another run's result (or shards of unknown origin).
+    """
+    ingredients = dict(stage=stage, input=records_id(records), params=params, **(provenance or {}))
+    fp = fingerprint(**ingredients)
+    path = os.path.join(output, PROVENANCE)
+    hint = f"give a new --output or delete {output}, or pass --on-mismatch new-folder"
+    try:
+        if os.path.isfile(path):
+            check_fingerprint(path, read_json(path).get("fingerprint"), fp, hint)
+        elif any(os.path.isdir(os.path.join(output, d)) and os.listdir(os.path.join(output, d))
+                 for d in ("shards", "proposals")):
+            raise ProvenanceError(f"{output}: holds shards without {PROVENANCE} (another run or version); {hint}")
+    except ProvenanceError:
+        if on_mismatch != "new-folder":
+            raise
+        new = f"{output.rstrip(os.sep)}-{fp[:8]}"
+        logger.warning(f"{output} holds another run's result; writing this run into {new}")
+        return claim_output(new, stage, records, provenance, "error", **params)
+    comm.synchronize()
+    if comm.is_main_process() and not os.path.isfile(path):
+        atomic_write_json(path, {"fingerprint": fp, "ingredients": ingredients})
+    comm.synchronize()
+    return output, fp
+
+
+def _file_records(root: str) -> Dict[str, Dict]:
+    """``{relative path: {size, sha256}}`` of a stage's result files (not the manifest, provenance,
+    locks or temporary files)."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            rel = os.path.relpath(os.path.join(d, f), root)
+            if rel in (MANIFEST, PROVENANCE) or f.startswith(".lock") or ".tmp" in f:
+                continue
+            out[rel] = file_record(os.path.join(d, f))
+    return dict(sorted(out.items()))
 
 
 def image_seed(seed: int, key: str) -> int:
@@ -122,16 +190,27 @@ def finish_stage(store: ShardStore, manifest: Dict, extra: Optional[Callable[[],
         path = os.path.join(store.root, MANIFEST)
         old = read_json(path) if os.path.isfile(path) else None
         if old is None:
+            for s in range(store.num_shards):  # a shard truncated, edited or of another run: error naming it
+                stored = store.read_json(s).get("info", {}).get("fingerprint")
+                if manifest.get("fingerprint") and stored != manifest["fingerprint"]:
+                    raise ProvenanceError(f"{store.path(s)}: written by another run (fingerprint {stored}, this run "
+                                          f"{manifest['fingerprint']}); delete it and rerun the stage to recompute it")
             if extra is not None:
                 extra()
-            write_manifest(store.root, manifest)
+            write_manifest(store.root, dict(manifest, files=_file_records(store.root)))
             logger.info(f"{store.root}: stage complete ({store.num_shards} shards, {store.num_items} images)")
-        elif old == manifest:
-            logger.info(f"{store.root}: stage already complete, nothing rewritten")
         else:
-            keys = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-            raise PartDatasetError(f"{path}: this output directory holds another run's result ({', '.join(keys)} "
-                                   "differ); give a new --output or delete the directory")
+            files = old.pop("files", {})
+            if old != manifest:
+                keys = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+                raise PartDatasetError(f"{path}: this output directory holds another run's result "
+                                       f"({', '.join(keys)} differ); give a new --output or delete the directory")
+            for rel, record in files.items():
+                problem = verify_file(os.path.join(store.root, rel), record)
+                if problem:
+                    raise PartDatasetError(f"{os.path.join(store.root, rel)}: {problem}; delete it and rerun the "
+                                           "stage to recompute it")
+            logger.info(f"{store.root}: stage already complete, nothing rewritten")
     comm.synchronize()
     return True
 
@@ -144,14 +223,15 @@ def _image(index: int, record: Dict, object_class: Optional[int]) -> Dict:
                        class_id(object_class) if known else None, **extra)
 
 
-def _shard_builder(store: ShardStore, part_classes, object_classes, stage: str):
+def _shard_builder(store: ShardStore, part_classes, object_classes, stage: str, fp: str = ""):
     def build(shard: int, results: List[Dict]) -> Dict:
         images, anns, objects = [], [], []
         for r in results:
             images.append(r["image"])
             anns += r.get("annotations", [])
             objects += r.get("objects", [])
-        return part_json(images, anns, part_classes, objects, object_classes, {"stage": stage, "shard": shard})
+        info = dict({"stage": stage, "shard": shard}, **({"fingerprint": fp} if fp else {}))
+        return part_json(images, anns, part_classes, objects, object_classes, info)
     return build
 
 
@@ -169,7 +249,8 @@ def _object_class(record: Dict, obj: Dict) -> int:
 # ---------------------------------------------------------------------------------------------
 # stage 0
 def run_object_masks(model, records: Sequence[Dict], output: str, shard_size: int, num_jobs: int = 1,
-                     job_id: int = 0, source: str = "") -> bool:
+                     job_id: int = 0, source: str = "", provenance: Optional[Dict] = None,
+                     on_mismatch: str = "error") -> bool:
     """Store each image's selected detections as part-json ``objects`` (no parts).
 
     Args:
@@ -179,8 +260,10 @@ def run_object_masks(model, records: Sequence[Dict], output: str, shard_size: in
         Whether the stage is complete. A complete output also has ``object_masks.json``
         (``{file_name: [RLE, ...]}``, for ``INPUT.OBJECT_MASK.SOURCE stored``).
     """
-    store = ShardStore(output, len(records), shard_size)
     names = list(model.class_names)
+    output, fp = claim_output(output, "object_masks", records, provenance, on_mismatch, shard_size=shard_size,
+                              object_classes=names)
+    store = ShardStore(output, len(records), shard_size)
 
     def process(i, record):
         objs = model(record, read_rgb(record))
@@ -193,21 +276,21 @@ def run_object_masks(model, records: Sequence[Dict], output: str, shard_size: in
             entries.append(instance_entry((i + 1) * OBJECT_ID_BASE + j, i + 1, class_id(cat), seg, **o))
         return {"image": _image(i, record, own), "objects": entries}
 
-    run_shards(store, records, process, _shard_builder(store, [], names, "object_masks"), num_jobs, job_id,
+    run_shards(store, records, process, _shard_builder(store, [], names, "object_masks", fp), num_jobs, job_id,
                "object masks")
 
     def write_object_masks():
         atomic_write_json(os.path.join(output, "object_masks.json"), object_masks_of(store))
 
     return finish_stage(store, {"stage": "object_masks", "source": source, "part_classes": [],
-                                "object_classes": names}, write_object_masks)
+                                "object_classes": names, "fingerprint": fp}, write_object_masks)
 
 
 # ---------------------------------------------------------------------------------------------
 # stage 1a
 def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size: int, object_classes: Sequence[str],
                        seed: int = 0, max_objects: int = 1, num_jobs: int = 1, job_id: int = 0,
-                       source: str = "") -> bool:
+                       source: str = "", provenance: Optional[Dict] = None, on_mismatch: str = "error") -> bool:
     """Group the pixels of each record's first ``max_objects`` objects (0: all) into parts.
 
     Args:
@@ -215,6 +298,8 @@ def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size
             signature).
         object_classes: names of the records' object classes.
     """
+    output, fp = claim_output(output, "pixel_grouping", records, provenance, on_mismatch, shard_size=shard_size,
+                              object_classes=list(object_classes), seed=seed, max_objects=max_objects)
     store = ShardStore(output, len(records), shard_size)
     skipped = {"objects without pixels at feature resolution": 0}
 
@@ -237,13 +322,13 @@ def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size
         return {"image": _image(i, record, record.get("object_category_id")), "objects": objects,
                 "annotations": anns}
 
-    run_shards(store, records, process, _shard_builder(store, [AGNOSTIC_CLASS], object_classes, "pixel_grouping"),
+    run_shards(store, records, process, _shard_builder(store, [AGNOSTIC_CLASS], object_classes, "pixel_grouping", fp),
                num_jobs, job_id, "pixel grouping")
     for what, n in skipped.items():
         if n:
             logger.warning(f"pixel grouping: {n} {what} (kept without parts)")
     return finish_stage(store, {"stage": "pixel_grouping", "source": source, "part_classes": [AGNOSTIC_CLASS],
-                                "object_classes": list(object_classes)})
+                                "object_classes": list(object_classes), "fingerprint": fp})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +337,8 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                      object_classes: Sequence[str], num_modes: int = 8, min_area_ratio: float = 0.05,
                      min_score: float = 0.3, normalize: bool = True, metric: str = "l2", n_init: int = 10,
                      max_iter: int = 300, seed: int = 0, num_jobs: int = 1, job_id: int = 0,
-                     source: str = "", device: str = "cpu") -> bool:
+                     source: str = "", device: str = "cpu", provenance: Optional[Dict] = None,
+                     on_mismatch: str = "error") -> bool:
     """Rank part proposals into (object class, mode) classes; see :mod:`part_d2.modeling.part_ranking`.
 
     Pass 1 writes ``proposals/shard-*.json`` (every object's disjoint, filtered proposals as RLEs
@@ -267,6 +353,10 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
     """
     if metric not in METRICS:
         raise ValueError(f"PART_DISTILLATION.RANKING.METRIC={metric!r}; expected one of {METRICS}")
+    output, fp = claim_output(output, "part_ranking", records, provenance, on_mismatch, shard_size=shard_size,
+                              object_classes=list(object_classes), num_modes=num_modes, min_area_ratio=min_area_ratio,
+                              min_score=min_score, normalize=normalize, metric=metric, n_init=n_init,
+                              max_iter=max_iter, seed=seed)
     proposals = ShardStore(output, len(records), shard_size, subdir="proposals")
 
     def process_proposals(i, record):
@@ -292,7 +382,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
         atomic_write_npy(
             proposals.path(shard, ".npy"), np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
         )
-        return {"images": results}
+        return {"images": results, "fingerprint": fp}
 
     run_shards(proposals, records, process_proposals, build_proposals, num_jobs, job_id, "ranking: proposals")
     comm.synchronize()
@@ -337,7 +427,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                                         mk, object_id=oid, score=float(sc))
                          for p, (mk, m, sc) in enumerate(zip(masks, modes, scores))]
         return part_json(images, anns, mode_names(object_classes, num_modes), objects, object_classes,
-                         {"stage": "part_ranking", "shard": shard})
+                         {"stage": "part_ranking", "shard": shard, "fingerprint": fp})
 
     todo = _todo(store, num_jobs, job_id)
     for s in tqdm.tqdm(todo, desc="ranking: labels", disable=comm.get_local_rank() != 0 or not todo):
@@ -346,7 +436,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
     return finish_stage(store, {"stage": "part_ranking", "source": source,
                                 "part_classes": mode_names(object_classes, num_modes),
                                 "object_classes": list(object_classes), "num_modes": num_modes,
-                                "metric": metric})
+                                "metric": metric, "fingerprint": fp})
 
 
 def build_proposal_predictor(cfg, model=None):
@@ -370,12 +460,14 @@ def build_proposal_predictor(cfg, model=None):
     return predict
 
 
-def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, job_id: int = 0) -> bool:
-    """Stage 2 on a registered dataset with the proposal model of ``cfg`` (or ``model``)."""
+def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, job_id: int = 0,
+               on_mismatch: str = "error") -> bool:
+    """Stage 2 on a registered dataset with the proposal model of ``cfg`` (or ``model``; its
+    weights then enter the fingerprint only through ``MODEL.WEIGHTS``)."""
     rk, pd = cfg.PART_DISTILLATION.RANKING, cfg.PART_DISTILLATION
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     return run_part_ranking(build_proposal_predictor(cfg, model), records, output, pd.SHARD_SIZE, classes,
                             pd.NUM_PART_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES, rk.METRIC,
                             rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id, dataset,
-                            device=cfg.MODEL.DEVICE)
+                            device=cfg.MODEL.DEVICE, provenance=model_provenance(cfg), on_mismatch=on_mismatch)

@@ -30,6 +30,7 @@ from part_d2.data.part_json import (
 )
 from part_d2.structures.masks import mask_to_bbox, masks_to_rles, rle_area, segmentation_to_mask
 from part_d2.utils.io import read_json
+from part_d2.utils.provenance import check_fingerprint, fingerprint, model_provenance, records_id
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def pseudo_label_json(
     object_classes: Sequence[str] = (),
     source: str = "",
     weights: str = "",
+    fingerprint: str = "",
 ) -> Dict:
     """A part_d2 part json of thresholded predictions.
 
@@ -70,6 +72,8 @@ def pseudo_label_json(
         image_root: file names are written relative to it when they lie below it.
         object_classes: names of the objects' contiguous categories.
         source: informative name of the source dataset.
+        fingerprint: of the run (model weights by content, dataset, threshold, config), stored
+            in ``info`` (see :func:`pseudo_labels_done`).
     Returns:
         the json dict: one category ``part`` (id 1), annotations with ``score``, the objects and
         object categories of the records, ``info.image_root`` and ``info.score_thresh``.
@@ -89,7 +93,8 @@ def pseudo_label_json(
                     dict(part, id=len(annotations) + 1, image_id=rec["image_id"], category_id=class_id(0))
                 )
     info = {"description": f"pseudo part labels of {source}", "image_root": image_root,
-            "score_thresh": score_thresh, "source": source, "weights": weights}
+            "score_thresh": score_thresh, "source": source, "weights": weights,
+            **({"fingerprint": fingerprint} if fingerprint else {})}
     return part_json(images, annotations, category_entries([AGNOSTIC_CLASS], AGNOSTIC_CLASS), objects,
                      category_entries(list(object_classes), list(object_classes)), info)
 
@@ -134,22 +139,38 @@ def predict_dataset(model, data_loader, score_thresh: float) -> Dict:
     return predictions
 
 
-def pseudo_labels_done(output_file: str, dataset_name: str, weights: str, score_thresh: float) -> bool:
-    """Whether ``output_file`` already holds the pseudo labels of this model, dataset and threshold."""
+def pseudo_label_fingerprint(cfg, dataset_name: str, score_thresh: float) -> str:
+    """What determines a pseudo-label json: the dataset's records, the threshold, the model config
+    and its weights by content (:func:`part_d2.utils.provenance.model_provenance`)."""
+    return fingerprint(dataset=dataset_name, input=records_id(DatasetCatalog.get(dataset_name)),
+                       score_thresh=score_thresh, **model_provenance(cfg, ("MODEL", "INPUT", "TEST")))
+
+
+def pseudo_labels_done(output_file: str, fp: str) -> bool:
+    """Whether ``output_file`` already holds the pseudo labels of fingerprint ``fp``.
+
+    Raises:
+        ProvenanceError: it holds pseudo labels of another run (other weights, dataset, threshold
+            or config), which a rerun must not silently keep or overwrite.
+    """
     if not os.path.isfile(output_file):
         return False
-    info = read_json(output_file).get("info", {})
-    return (info.get("source"), info.get("weights"), info.get("score_thresh")) == (dataset_name, weights, score_thresh)
+    stored = read_json(output_file).get("info", {}).get("fingerprint", "(none)")
+    check_fingerprint(output_file, stored, fp, "give another --output, delete the file, or pass "
+                      "--on-mismatch new-folder")
+    return True
 
 
 def generate_pseudo_labels(
-    cfg, model, dataset_name: str, output_file: str, score_thresh: Optional[float] = None, data_loader=None
+    cfg, model, dataset_name: str, output_file: str, score_thresh: Optional[float] = None, data_loader=None,
+    fp: str = "",
 ) -> Optional[Dict]:
     """Run ``model`` over ``dataset_name`` on every process and write the pseudo-label json.
 
     Args:
         score_thresh: keep parts scoring above it (default ``MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH``).
         data_loader: test loader of the dataset (default: :func:`part_d2.data.build.build_part_test_loader`).
+        fp: fingerprint stored in the json (default: :func:`pseudo_label_fingerprint`).
     Returns:
         the json dict on the main process (written atomically to ``output_file``), None elsewhere.
     """
@@ -165,6 +186,7 @@ def generate_pseudo_labels(
     data = pseudo_label_json(
         records, merged, thresh, image_root=meta.get("image_root", ""),
         object_classes=meta.get("object_classes", []), source=dataset_name, weights=cfg.MODEL.WEIGHTS,
+        fingerprint=fp or pseudo_label_fingerprint(cfg, dataset_name, thresh),
     )
     write_part_json(output_file, data)
     logger.info(

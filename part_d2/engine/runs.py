@@ -18,6 +18,7 @@ from detectron2.utils.env import seed_all_rng
 from part_d2.engine.trainer import PartTrainer
 from part_d2.modeling.build import load_part_model
 from part_d2.utils.io import atomic_write_json, read_json
+from part_d2.utils.provenance import cached_json
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +59,26 @@ def train(cfg, *, resume: bool = False) -> Optional[Dict]:
     return getattr(trainer, "_last_eval_results", None) or {}
 
 
-def evaluate(cfg, *, weights: Optional[str] = None, cache: str = "") -> Dict:
+def evaluate(cfg, *, weights: Optional[str] = None, cache: str = "", ingredients: Optional[Dict] = None) -> Dict:
     """Results of ``weights`` (default ``MODEL.WEIGHTS``) on ``DATASETS.TEST`` with ``cfg``'s
     evaluators, as :meth:`PartTrainer.test` gives them (one test dataset: not keyed by its name).
 
     Args:
-        cache: json file holding the results; read instead of evaluating when it exists, else written.
+        cache: json file holding the results; read instead of evaluating when it holds them, else
+            written.
+        ingredients: what the results depend on (weights by content, options, test set); with them
+            the cache is fingerprinted (:func:`part_d2.utils.provenance.cached_json`) and a cache of
+            other ingredients is an error instead of a stale result.
     """
+    def compute():
+        model = load_part_model(cfg, weights)
+        return {k: dict(v) for k, v in PartTrainer.test(cfg, model).items()}
+
+    if cache and ingredients is not None:
+        return cached_json(cache, ingredients, compute)
     if cache and os.path.isfile(cache):
         return read_json(cache)
-    model = load_part_model(cfg, weights)
-    results = {k: dict(v) for k, v in PartTrainer.test(cfg, model).items()}
+    results = compute()
     if cache:
         atomic_write_json(cache, results)
     return results

@@ -5,13 +5,26 @@ from detectron2.utils.logger import setup_logger
 
 from part_d2.config import load_part_d2_config
 from part_d2.data.shards import register_config_part_jsons
-from part_d2.utils.errors import ConfigError  # noqa: F401  (re-exported for the tools)
+from part_d2.engine.config_checks import ConfigError, check_config_file, split_opts, validate_config
+
+__all__ = ["ConfigError", "load_config", "setup", "setup_logging"]
 
 
-def load_config(config_file: str = "", opts=()):
-    """:func:`part_d2.config.load_part_d2_config`, then the part jsons of ``DATASETS.PART_JSONS``
-    are registered as datasets."""
+def load_config(config_file: str = "", opts=(), validate: bool = True):
+    """:func:`part_d2.config.load_part_d2_config` after checking the YAML chain and the overrides;
+    the part jsons of ``DATASETS.PART_JSONS`` are registered as datasets.
+
+    Raises:
+        ConfigError: naming the file or key: a missing file, YAML syntax error, ``_BASE_`` cycle,
+            unknown key, value of the wrong type, or (``validate``) an out-of-range value
+            (:func:`part_d2.engine.config_checks.validate_config`).
+    """
+    if config_file:
+        check_config_file(config_file)
+    split_opts(opts)
     cfg = load_part_d2_config(config_file, opts)
+    if validate:
+        validate_config(cfg)
     register_config_part_jsons(cfg)
     return cfg
 

@@ -19,11 +19,19 @@ from detectron2.utils import comm
 from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.object_mask_models import build_object_mask_model, load_detic_config
 from part_d2.engine import offline
-from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels, pseudo_labels_done
+from part_d2.engine.config_checks import ConfigError, check_datasets, check_registered, check_threshold
+from part_d2.engine.launch import add_lock_argument
+from part_d2.engine.pseudo_labels import (
+    PSEUDO_LABEL_FILE,
+    generate_pseudo_labels,
+    pseudo_label_fingerprint,
+    pseudo_labels_done,
+)
 from part_d2.engine.setup import load_config, setup_logging
 from part_d2.engine.trainer import PartTrainer, train_pipeline
 from part_d2.modeling.build import load_part_model
 from part_d2.modeling.pixel_grouping import PixelGrouper
+from part_d2.utils.provenance import ProvenanceError, model_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +46,19 @@ def _setup(config_file: str, opts: Sequence[str], cfg=None, **args):
     return cfg
 
 
-def train_net(*, config_file: str, opts: Sequence[str] = (), eval_only: bool = False, resume: bool = False):
+def train_net(*, config_file: str, opts: Sequence[str] = (), eval_only: bool = False, resume: bool = False,
+              random_weights: bool = False):
     """Train ``config_file`` and the ``PIPELINE.NEXT_CONFIG`` runs it chains (or, ``eval_only``,
-    evaluate ``MODEL.WEIGHTS``; ``resume``: from the last checkpoint of ``OUTPUT_DIR``); returns the
-    evaluation results."""
+    evaluate ``MODEL.WEIGHTS``, refused when empty unless ``random_weights``; ``resume``: from the
+    last checkpoint of ``OUTPUT_DIR``); returns the evaluation results."""
     args = argparse.Namespace(config_file=config_file, opts=list(opts), eval_only=eval_only, resume=resume)
     cfg = _setup(config_file, opts, eval_only=eval_only, resume=resume)
+    check_datasets(cfg, ("DATASETS.TEST",) if eval_only else ("DATASETS.TRAIN", "DATASETS.TEST", "DATASETS.UNLABELED"))
     if eval_only:
+        resuming = resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+        if not cfg.MODEL.WEIGHTS and not random_weights and not resuming:
+            raise ConfigError("--eval-only with an empty MODEL.WEIGHTS would evaluate a randomly initialised model; "
+                              "give MODEL.WEIGHTS path/to/model.pth (or --random-weights to do it on purpose)")
         model = PartTrainer.build_model(cfg)
         PartCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
         res = PartTrainer.test(cfg, model)
@@ -55,16 +69,29 @@ def train_net(*, config_file: str, opts: Sequence[str] = (), eval_only: bool = F
 
 
 def pseudo_labels(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (),
-                  score_thresh: Optional[float] = None, name: str = "") -> str:
+                  score_thresh: Optional[float] = None, name: str = "", on_mismatch: str = "error") -> str:
     """OPS self-training labels: ``OUTPUT/pseudo_labels.json`` of ``MODEL.WEIGHTS`` on ``dataset``
-    (parts scoring above ``score_thresh``, default ``MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH``)."""
+    (parts scoring above ``score_thresh``, default ``MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH``). When
+    ``output`` holds another run's labels: an error, or (``on_mismatch`` "new-folder") a new folder
+    ``OUTPUT-<fingerprint>``. Returns the json written (or already there)."""
     cfg = _setup(config_file, opts)
-    output_file = os.path.join(output, PSEUDO_LABEL_FILE)
+    check_registered(dataset, "--dataset")
     thresh = cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH if score_thresh is None else score_thresh
-    if pseudo_labels_done(output_file, dataset, cfg.MODEL.WEIGHTS, thresh):
+    check_threshold(thresh, "--score-thresh")
+    fp = pseudo_label_fingerprint(cfg, dataset, thresh)
+    output_file = os.path.join(output, PSEUDO_LABEL_FILE)
+    try:
+        done = pseudo_labels_done(output_file, fp)
+    except ProvenanceError:
+        if on_mismatch != "new-folder":
+            raise
+        output_file = os.path.join(f"{output.rstrip(os.sep)}-{fp[:8]}", PSEUDO_LABEL_FILE)
+        logger.warning(f"{output} holds pseudo labels of another run; writing this run's to {output_file}")
+        done = pseudo_labels_done(output_file, fp)
+    if done:
         logger.info(f"{output_file} already holds these pseudo labels; nothing rewritten")
         return output_file
-    data = generate_pseudo_labels(cfg, load_part_model(cfg), dataset, output_file, thresh)
+    data = generate_pseudo_labels(cfg, load_part_model(cfg), dataset, output_file, thresh, fp=fp)
     if comm.is_main_process():
         name = name or f"{dataset}_pseudo"
         print(f"{len(data['annotations'])} pseudo-labeled parts on {len(data['images'])} images -> {output_file}")
@@ -73,37 +100,46 @@ def pseudo_labels(*, config_file: str, dataset: str, output: str, opts: Sequence
 
 
 def object_masks(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), detic: bool = False,
-                 num_jobs: int = 1, job_id: int = 0) -> bool:
-    """PartDistillation stage 0 (``detic``: ``config_file`` is a Detic config); True when complete."""
+                 num_jobs: int = 1, job_id: int = 0, on_mismatch: str = "error") -> bool:
+    """PartDistillation stage 0 (``detic``: ``config_file`` is a Detic config); True when complete.
+    ``on_mismatch``: when ``output`` holds another run's result, "error" or "new-folder"."""
     cfg = _setup(config_file, opts, load_detic_config(config_file, opts) if detic else None)
+    check_registered(dataset, "--dataset")
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     records = DatasetCatalog.get(dataset)
     model = build_object_mask_model(cfg, classes)
+    provenance = model_provenance(cfg, ("MODEL", "INPUT", "PART_DISTILLATION.OBJECT_MASKS"))
     return offline.run_object_masks(model, records, output, cfg.PART_DISTILLATION.SHARD_SIZE, num_jobs, job_id,
-                                    dataset)
+                                    dataset, provenance, on_mismatch)
 
 
 def pixel_grouping(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), num_jobs: int = 1,
-                   job_id: int = 0) -> bool:
-    """PartDistillation stage 1a with the backbone of ``config_file``'s model; True when complete."""
+                   job_id: int = 0, on_mismatch: str = "error") -> bool:
+    """PartDistillation stage 1a with the backbone of ``config_file``'s model; True when complete.
+    ``on_mismatch``: when ``output`` holds another run's result, "error" or "new-folder"."""
     cfg = _setup(config_file, opts)
+    check_registered(dataset, "--dataset")
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     pd = cfg.PART_DISTILLATION
+    provenance = model_provenance(cfg, ("MODEL", "PART_DISTILLATION.PIXEL_GROUPING"))
     return offline.run_pixel_grouping(PixelGrouper(cfg), records, output, pd.SHARD_SIZE, classes, pd.SEED,
-                                      pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, num_jobs, job_id, dataset)
+                                      pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, num_jobs, job_id, dataset,
+                                      provenance, on_mismatch)
 
 
 def rank_parts(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), num_jobs: int = 1,
-               job_id: int = 0) -> bool:
-    """PartDistillation stage 2 with the part-proposal model of ``config_file``; True when complete."""
+               job_id: int = 0, on_mismatch: str = "error") -> bool:
+    """PartDistillation stage 2 with the part-proposal model of ``config_file``; True when complete.
+    ``on_mismatch``: when ``output`` holds another run's result, "error" or "new-folder"."""
     cfg = _setup(config_file, opts)
-    return offline.rank_parts(cfg, dataset, output, num_jobs=num_jobs, job_id=job_id)
+    check_registered(dataset, "--dataset")
+    return offline.rank_parts(cfg, dataset, output, num_jobs=num_jobs, job_id=job_id, on_mismatch=on_mismatch)
 
 
 def stage_argument_parser(description: str) -> argparse.ArgumentParser:
     """detectron2's tool arguments (positional ``KEY VALUE`` overrides included) plus
-    ``--dataset``, ``--output``, ``--num-jobs``, ``--job-id``."""
+    ``--dataset``, ``--output``, ``--num-jobs``, ``--job-id``, ``--on-mismatch``, ``--wait-for-lock``."""
     parser = default_argument_parser()
     parser.description = description
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -111,7 +147,16 @@ def stage_argument_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="output directory of the stage")
     parser.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing the work")
     parser.add_argument("--job-id", type=int, default=0, help="this job's index in [0, num-jobs)")
+    parser.add_argument("--on-mismatch", choices=offline.ON_MISMATCH, default="error",
+                        help="when --output holds another run's result (other input, weights, seed or config): "
+                             "'error' (default) or 'new-folder' (write into OUTPUT-<fingerprint>)")
+    add_lock_argument(parser)
     return parser
+
+
+def stage_lock_name(args) -> str:
+    """Lock file of one job of a stage (jobs of one run share the output folder)."""
+    return f".lock-job{args.job_id}"
 
 
 def call_with_args(stage: Callable, args: argparse.Namespace):

@@ -40,10 +40,16 @@ from detectron2.utils.logger import setup_logger
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.data.object_masks import build_object_mask_source, mask_iou, union_of_objects
 from part_d2.engine import runs
-from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels
+from part_d2.engine.pseudo_labels import (
+    PSEUDO_LABEL_FILE,
+    generate_pseudo_labels,
+    pseudo_label_fingerprint,
+    pseudo_labels_done,
+)
 from part_d2.engine.setup import load_config
 from part_d2.modeling.build import load_part_model
 from part_d2.utils.io import atomic_write_json
+from part_d2.utils.provenance import weights_id
 
 logger = logging.getLogger("part_d2.ops_miniature")
 
@@ -131,17 +137,21 @@ class Miniature:
         """Evaluate ``weights`` on the test split with ``opts``; cached in ``evals/{name}.json``."""
         cfg = self.config(list(opts) + ["MODEL.WEIGHTS", weights], os.path.join(self.output, "evals", name), 1)
         cfg.freeze()
-        return runs.evaluate(cfg, cache=os.path.join(self.output, "evals", f"{name}.json"))
+        return runs.evaluate(cfg, cache=os.path.join(self.output, "evals", f"{name}.json"),
+                             ingredients={"weights": weights_id(weights), "opts": list(opts),
+                                          "test_set": self.test_set, "settings": self.settings})
 
     def pseudo_labels(self, weights: str, opts: List[str]) -> str:
         """Pseudo labels of ``weights`` (with ``opts``) on the unlabeled split; returns the json."""
         out = os.path.join(self.output, "pseudo_labels")
         path = os.path.join(out, PSEUDO_LABEL_FILE)
-        if os.path.isfile(path):
-            return path
         cfg = self.config(list(opts) + ["MODEL.WEIGHTS", weights], out, 1)
         cfg.freeze()
-        generate_pseudo_labels(cfg, load_part_model(cfg), f"{self.unlabeled_set}_agnostic", path)
+        dataset = f"{self.unlabeled_set}_agnostic"
+        fp = pseudo_label_fingerprint(cfg, dataset, cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH)
+        if pseudo_labels_done(path, fp):  # an error when it holds another run's labels
+            return path
+        generate_pseudo_labels(cfg, load_part_model(cfg), dataset, path, fp=fp)
         return path
 
 

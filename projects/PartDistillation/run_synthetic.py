@@ -48,6 +48,8 @@ from part_d2.data.shards import register_stage_output
 from part_d2.engine import runs, stages
 from part_d2.engine.collages import make_collages
 from part_d2.engine.setup import load_config
+from part_d2.utils.io import atomic_write_bytes
+from part_d2.utils.provenance import weights_id
 
 logger = logging.getLogger("part_d2.pd_synthetic")
 
@@ -93,12 +95,11 @@ def evaluate(name: str, config: str, weights: str, output: str, opts=(), test: s
         "TEST.DETECTIONS_PER_IMAGE", str(cap), "TEST.PART_DISCOVERY.MAX_DETS", str([1, 10, cap]),
     ])
     cfg.freeze()
+    ingredients = {"weights": weights_id(weights), "config": config, "opts": list(opts), "test": test,
+                   "max_dets": [1, 10, cap]}
     # one test dataset: the results are not keyed by its name
-    return runs.evaluate(cfg, cache=os.path.join(output, "evals", f"{name}.json"))["part_discovery"]
-
-
-def stage_done(output: str) -> bool:
-    return os.path.isfile(os.path.join(output, "manifest.json"))
+    return runs.evaluate(cfg, cache=os.path.join(output, "evals", f"{name}.json"),
+                         ingredients=ingredients)["part_discovery"]
 
 
 def run_seed(out: str, scale: dict, seed: int, pool: str, cap: int) -> dict:
@@ -106,19 +107,18 @@ def run_seed(out: str, scale: dict, seed: int, pool: str, cap: int) -> dict:
     seed_opts = ["PART_DISTILLATION.SEED", str(seed), "MODEL.DEVICE", "cpu"]
     objects = train("pd_objects_R_tiny.yaml", scale["objects"], os.path.join(out, "objects"), seed=seed)
     groups_dir = os.path.join(out, "pixel_groups")
-    if not stage_done(groups_dir):
-        stages.pixel_grouping(
-            config_file=os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"), dataset=pool, output=groups_dir,
-            opts=["MODEL.WEIGHTS", objects, "OUTPUT_DIR", os.path.join(out, "logs", "pixel_grouping"), *seed_opts])
+    # the stages do nothing for a complete output of the same fingerprint (and refuse another one)
+    stages.pixel_grouping(
+        config_file=os.path.join(CONFIGS, "pd_objects_R_tiny.yaml"), dataset=pool, output=groups_dir,
+        opts=["MODEL.WEIGHTS", objects, "OUTPUT_DIR", os.path.join(out, "logs", "pixel_grouping"), *seed_opts])
     register_stage_output("pd_groups", groups_dir)
     proposals = train("pd_proposals_R_tiny.yaml", scale["proposals"], os.path.join(out, "proposals"),
                       ["MODEL.WEIGHTS", objects], seed)
     ranked_dir = os.path.join(out, "ranked")
-    if not stage_done(ranked_dir):
-        stages.rank_parts(
-            config_file=os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), dataset="pd_groups_agnostic",
-            output=ranked_dir,
-            opts=["MODEL.WEIGHTS", proposals, "OUTPUT_DIR", os.path.join(out, "logs", "ranking"), *seed_opts])
+    stages.rank_parts(
+        config_file=os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), dataset="pd_groups_agnostic",
+        output=ranked_dir,
+        opts=["MODEL.WEIGHTS", proposals, "OUTPUT_DIR", os.path.join(out, "logs", "ranking"), *seed_opts])
     register_stage_output("pd_ranked", ranked_dir)
     make_collages(input=ranked_dir, output=os.path.join(out, "collages"))  # cheap: redone
     distill = train("pd_distill_R_tiny.yaml", scale["distill"], os.path.join(out, "distill"),
@@ -190,8 +190,7 @@ def main(argv=None):
     print(f"\nPartDistillation on synthetic unseen test classes ({args.scale}, iterations x{args.iters_scale}, "
           f"seeds {args.seeds}, {args.det_cap} detections, {time.time() - start:.0f} s)")
     print(text)
-    with open(os.path.join(args.output, "results.md"), "w") as f:
-        f.write(text + "\n")
+    atomic_write_bytes(os.path.join(args.output, "results.md"), (text + "\n").encode())
     return {name: {m: v[0] for m, v in stats.items()} for name, stats in summary.items()}
 
 
