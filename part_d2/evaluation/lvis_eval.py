@@ -24,7 +24,6 @@ ground truth whose id is 0 for no match; here matches do not depend on annotatio
 "segm" a detection's area is its mask area even when it carries a ``bbox`` (``LVISResults`` then
 takes the box area; detectron2's LVISEvaluator removes the boxes for mask AP for that reason).
 """
-import itertools
 import json
 import logging
 import os
@@ -35,7 +34,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
-from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
@@ -49,6 +47,7 @@ from part_d2.evaluation.coco_eval import (
     _region_areas,
     _Table,
 )
+from part_d2.evaluation.distributed import gather_on_main
 from part_d2.evaluation.part_evaluator import PREDICTIONS_FILE, PartEvaluator
 
 logger = logging.getLogger(__name__)
@@ -269,12 +268,9 @@ class LvisEvaluator(PartEvaluator):
         return {"dataset_name": dataset_name, "output_dir": output_dir, "max_dets": cfg.TEST.LVIS_EVAL.MAX_DETS}
 
     def evaluate(self):
-        predictions = self._predictions
-        if self._distributed:
-            comm.synchronize()
-            predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))
-            if not comm.is_main_process():
-                return {}
+        predictions = gather_on_main(self._predictions, self._distributed)
+        if predictions is None:  # not the main process
+            return {}
         if not predictions:
             logger.warning("LvisEvaluator: no predictions were processed; nothing to evaluate")
             return {}

@@ -5,6 +5,7 @@ A file that exists is complete: data goes to ``<path>.tmp<pid>`` next to the tar
 disk and renamed into place, so a killed job never leaves a truncated file under the final name
 (:meth:`part_d2.data.shards.ShardStore.clear_partial` removes the temporary leftovers).
 """
+import contextlib
 import io
 import json
 import os
@@ -19,13 +20,15 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
+@contextlib.contextmanager
+def atomic_open(path: str):
+    """``with atomic_open(path) as f``: a binary file written to ``<path>.tmp<pid>`` next to
+    ``path``, flushed to disk and renamed into place when the block ends (removed on an error)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -33,6 +36,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def atomic_write_json(path: str, obj) -> None:

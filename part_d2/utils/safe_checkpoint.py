@@ -22,7 +22,7 @@ from typing import List, Optional
 
 import torch
 
-from part_d2.utils.io import atomic_write_bytes
+from part_d2.utils.io import atomic_open, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last_checkpoint"
@@ -78,17 +78,8 @@ class SafeCheckpointMixin:
         os.makedirs(self.save_dir, exist_ok=True)
         for stale in glob.glob(glob.escape(save_file) + ".tmp*"):
             os.remove(stale)  # left by a killed save of the same name
-        tmp = f"{save_file}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, save_file)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_open(save_file) as f:
+            torch.save(data, f)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
