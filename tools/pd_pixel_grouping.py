@@ -15,7 +15,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 import part_d2  # noqa: F401  (registers datasets and architectures)
 from part_d2.engine.config_checks import check_registered
 from part_d2.engine.launch import launch_tool
-from part_d2.engine.offline import model_provenance, run_pixel_grouping, stage_argument_parser, stage_lock_name
+from part_d2.engine.offline import grouping_provenance, run_pixel_grouping, stage_argument_parser, stage_lock_name
 from part_d2.engine.setup import setup
 from part_d2.modeling.pixel_grouping import PixelGrouper
 
@@ -28,7 +28,7 @@ def main(args):
     pd = cfg.PART_DISTILLATION
     return run_pixel_grouping(PixelGrouper(cfg), records, args.output, pd.SHARD_SIZE, classes, pd.SEED,
                               pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, args.num_jobs, args.job_id, args.dataset,
-                              model_provenance(cfg, ("MODEL", "PART_DISTILLATION.PIXEL_GROUPING")), args.on_mismatch)
+                              grouping_provenance(cfg), args.on_mismatch)
 
 
 def run(argv=None):

@@ -35,7 +35,7 @@ from detectron2.engine import HookBase
 
 from part_d2.data.part_json import register_part_json
 from part_d2.data.shards import register_stage_output
-from part_d2.engine.offline import rank_parts, run_pixel_grouping
+from part_d2.engine.offline import grouping_provenance, rank_parts, run_pixel_grouping
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class PixelGroupingHook(HookBase):
         classes = list(getattr(MetadataCatalog.get(self.dataset), "object_classes", []))
         with preserved_random_state():
             done = run_pixel_grouping(PixelGrouper(self.cfg), records, self.output, pd.SHARD_SIZE, classes, pd.SEED,
-                                      pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, source=self.dataset)
+                                      pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, source=self.dataset,
+                                      provenance=grouping_provenance(self.cfg))
         if not done:
             raise RuntimeError(f"{self.output}: pixel grouping incomplete (shards of other jobs missing)")
         register_stage_output(self.prefix, self.output)
@@ -141,18 +142,24 @@ class PseudoLabelHook(HookBase):
     def after_train(self):
         from detectron2.utils import comm
 
-        from part_d2.engine.pseudo_labels import PSEUDO_LABEL_FILE, generate_pseudo_labels, pseudo_labels_done
+        from part_d2.engine.pseudo_labels import (
+            PSEUDO_LABEL_FILE,
+            generate_pseudo_labels,
+            pseudo_label_fingerprint,
+            pseudo_labels_done,
+        )
 
         if not training_finished(self.trainer):
             return
         cfg = trained_weights_cfg(self.cfg)
         output_file = os.path.join(self.output, PSEUDO_LABEL_FILE)
         thresh = cfg.MODEL.OPS.PSEUDO_LABEL.SCORE_THRESH
-        if pseudo_labels_done(output_file, self.dataset, cfg.MODEL.WEIGHTS, thresh):
+        fp = pseudo_label_fingerprint(cfg, self.dataset, thresh)
+        if pseudo_labels_done(output_file, fp):
             logger.info(f"{output_file} already holds these pseudo labels; nothing rewritten")
         else:
             with preserved_random_state():
-                generate_pseudo_labels(cfg, self.trainer.model, self.dataset, output_file, thresh)
+                generate_pseudo_labels(cfg, self.trainer.model, self.dataset, output_file, thresh, fp=fp)
         comm.synchronize()
         register_part_json(self.prefix, output_file, MetadataCatalog.get(self.dataset).get("image_root", ""))
         logger.info(f"pseudo labels done: {output_file} registered as {self.prefix}_*")
