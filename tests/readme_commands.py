@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import List
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 PROGRAMS = ("python", "python3", ".venv/bin/python", "bash", "pip", ".venv/bin/pip", ".venv/bin/ruff",
             "OMP_NUM_THREADS", "git")
 READMES = ["README.md", "datasets/README.md", "projects/OPS/README.md", "projects/PartDistillation/README.md"]
@@ -78,10 +78,18 @@ def extract(readme: str) -> List[Command]:
             cmds += [Command(readme, n, t) for n, t in _logical_lines(block, i + 1) if _is_command(t)]
             i = j
             continue
-        for span in re.findall(r"`([^`]+)`", line):
+        if not line.strip():
+            i += 1
+            continue
+        j = i  # a paragraph (or table): inline code spans may cross its line breaks
+        while j < len(lines) and lines[j].strip() and not lines[j].lstrip().startswith("```"):
+            j += 1
+        text = "\n".join(lines[i:j])
+        for m in re.finditer(r"`([^`]+)`", text):
+            span = " ".join(m.group(1).split())
             if _is_command(span) and len(span.split()) > 1:
-                cmds.append(Command(readme, i + 1, " ".join(span.split())))
-        i += 1
+                cmds.append(Command(readme, i + 1 + text.count("\n", 0, m.start()), span))
+        i = j
     return cmds
 
 

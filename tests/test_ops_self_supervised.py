@@ -143,7 +143,8 @@ def test_mapper_training_object_mask(tiny_part_dataset, channels):
     opts = ["MODEL.OPS.SS_LOSS.ENABLED", "True", "INPUT.IMAGE_SIZE", "64", "INPUT.MIN_SCALE", "1.0",
             "INPUT.MAX_SCALE", "1.0", "INPUT.RANDOM_FLIP_LSJ", "none"]
     if channels == 4:
-        opts += ["INPUT.OBJECT_MASK.ENABLED", "True"]
+        opts += ["INPUT.OBJECT_MASK.ENABLED", "True", "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53, 127.5]",
+                 "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375, 127.5]"]
     cfg = load_config(TINY, opts)
     record = load_part_json(json_file, root, "agnostic")[0]
     out = PartDatasetMapper(cfg, True)(record)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from test_pd_models import batch, tiny_cfg
+from tool_loader import load_tool
 
 from part_d2.checkpoint import (
     REFERENCE_CLASS_EMBED,
@@ -95,7 +96,7 @@ def test_reference_checkpoint_loads_with_identical_logits_and_masks(tmp_path):
 
 
 def test_part_d2_weights_round_trip_through_the_reference_layout(tmp_path):
-    from tools.convert_pd_checkpoint import main
+    main = load_tool("convert_pd_checkpoint").main
 
     cfg = tiny_cfg("per_object")
     torch.manual_seed(0)

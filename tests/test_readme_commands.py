@@ -15,7 +15,7 @@ from readme_commands import READMES, ROOT, Command, all_commands
 from readme_commands_map import FAKE_WEIGHTS, PARSE_ONLY, SUBSTITUTIONS, TINY_CONFIGS
 
 COMMANDS = all_commands()
-LINKED = ("tools", "configs", "projects", "bench", "part_d2")
+LINKED = ("tools", "configs", "projects", "bench", "part_d2", "tests")
 TIMEOUT = 900
 
 

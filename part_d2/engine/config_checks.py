@@ -124,10 +124,15 @@ def check_registered(name: str, what: str) -> None:
 
 
 def check_datasets(cfg, keys: Sequence[str] = ("DATASETS.TRAIN", "DATASETS.TEST", "DATASETS.UNLABELED")) -> None:
-    """Every dataset named by ``keys`` is registered."""
+    """Every dataset named by ``keys`` is registered, except those that a pipeline hook registers
+    during the run (``PIPELINE.*.PREFIX``: e.g. stage 1a's ``pd_groups_*`` before training)."""
+    pipeline = cfg.get("PIPELINE")
+    produced = tuple(f"{node.PREFIX}_" for node in (pipeline.values() if pipeline else ())
+                     if hasattr(node, "INPUT") and node.INPUT and node.PREFIX)
     for key in keys:
         for name in _key(cfg, key) or ():
-            check_registered(name, key)
+            if not (produced and name.startswith(produced)):
+                check_registered(name, key)
 
 
 def check_job_args(num_jobs: int, job_id: int) -> None:

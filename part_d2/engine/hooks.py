@@ -36,7 +36,7 @@ from detectron2.utils import comm
 
 from part_d2.data.part_json import register_part_json
 from part_d2.data.shards import register_stage_output
-from part_d2.engine.offline import rank_parts, run_pixel_grouping
+from part_d2.engine.offline import grouping_provenance, rank_parts, run_pixel_grouping
 from part_d2.engine.pseudo_labels import (
     PSEUDO_LABEL_FILE,
     generate_pseudo_labels,
@@ -44,7 +44,6 @@ from part_d2.engine.pseudo_labels import (
     pseudo_labels_done,
 )
 from part_d2.modeling.pixel_grouping import PixelGrouper
-from part_d2.utils.provenance import model_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +96,9 @@ class PixelGroupingHook(HookBase):
         records = DatasetCatalog.get(self.dataset)
         classes = list(getattr(MetadataCatalog.get(self.dataset), "object_classes", []))
         with preserved_random_state():
-            # the fingerprint of tools/pd_pixel_grouping.py with this config (part_d2.engine.stages.pixel_grouping)
-            provenance = model_provenance(self.cfg, ("MODEL", "PART_DISTILLATION.PIXEL_GROUPING"))
             done = run_pixel_grouping(PixelGrouper(self.cfg), records, self.output, pd.SHARD_SIZE, classes, pd.SEED,
                                       pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, source=self.dataset,
-                                      provenance=provenance)
+                                      provenance=grouping_provenance(self.cfg))
         if not done:
             raise RuntimeError(f"{self.output}: pixel grouping incomplete (shards of other jobs missing)")
         register_stage_output(self.prefix, self.output)

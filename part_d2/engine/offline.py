@@ -60,6 +60,7 @@ from part_d2.utils.provenance import (
     model_provenance,
     records_id,
     verify_file,
+    weights_id,
 )
 
 logger = logging.getLogger(__name__)
@@ -288,6 +289,19 @@ def run_object_masks(model, records: Sequence[Dict], output: str, shard_size: in
 
 # ---------------------------------------------------------------------------------------------
 # stage 1a
+GROUPING_KEYS = ("MODEL.BACKBONE", "MODEL.RESNETS", "MODEL.SWIN", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD",
+                 "INPUT.FORMAT", "PART_DISTILLATION.PIXEL_GROUPING")
+
+
+def grouping_provenance(cfg) -> Dict:
+    """What determines stage 1a's output besides its input records, seed and parameters: the
+    backbone (config and ``MODEL.WEIGHTS`` by content) and the grouping keys; not the rest of the
+    model, so the stage tool and the training hook record the same fingerprint."""
+    out = model_provenance(cfg, GROUPING_KEYS)
+    out["MODEL.WEIGHTS"] = weights_id(cfg.MODEL.WEIGHTS)
+    return out
+
+
 def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size: int, object_classes: Sequence[str],
                        seed: int = 0, max_objects: int = 1, num_jobs: int = 1, job_id: int = 0,
                        source: str = "", provenance: Optional[Dict] = None, on_mismatch: str = "error") -> bool:

@@ -19,7 +19,7 @@ from detectron2.utils import comm
 from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.object_mask_models import build_object_mask_model, load_detic_config
 from part_d2.engine import offline
-from part_d2.engine.config_checks import ConfigError, check_registered, check_threshold
+from part_d2.engine.config_checks import ConfigError, check_datasets, check_registered, check_threshold
 from part_d2.engine.launch import add_lock_argument
 from part_d2.engine.pseudo_labels import (
     PSEUDO_LABEL_FILE,
@@ -53,13 +53,7 @@ def train_net(*, config_file: str, opts: Sequence[str] = (), eval_only: bool = F
     last checkpoint of ``OUTPUT_DIR``); returns the evaluation results."""
     args = argparse.Namespace(config_file=config_file, opts=list(opts), eval_only=eval_only, resume=resume)
     cfg = _setup(config_file, opts, eval_only=eval_only, resume=resume)
-    keys = ("DATASETS.TEST",) if eval_only else ("DATASETS.TRAIN", "DATASETS.TEST", "DATASETS.UNLABELED")
-    # the PIPELINE.GROUPING hook registers its output (PREFIX_*) before training reads it
-    produced = cfg.PIPELINE.GROUPING.PREFIX if cfg.PIPELINE.GROUPING.INPUT else None
-    for key in keys:
-        for dataset in cfg[key.split(".")[0]][key.split(".")[1]]:
-            if not (produced and dataset.startswith(f"{produced}_")):
-                check_registered(dataset, key)
+    check_datasets(cfg, ("DATASETS.TEST",) if eval_only else ("DATASETS.TRAIN", "DATASETS.TEST", "DATASETS.UNLABELED"))
     if eval_only:
         resuming = resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
         if not cfg.MODEL.WEIGHTS and not random_weights and not resuming:
@@ -128,10 +122,9 @@ def pixel_grouping(*, config_file: str, dataset: str, output: str, opts: Sequenc
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     pd = cfg.PART_DISTILLATION
-    provenance = model_provenance(cfg, ("MODEL", "PART_DISTILLATION.PIXEL_GROUPING"))
     return offline.run_pixel_grouping(PixelGrouper(cfg), records, output, pd.SHARD_SIZE, classes, pd.SEED,
                                       pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, num_jobs, job_id, dataset,
-                                      provenance, on_mismatch)
+                                      offline.grouping_provenance(cfg), on_mismatch)
 
 
 def rank_parts(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), num_jobs: int = 1,
