@@ -112,32 +112,32 @@ def config_error(text):
     """train_net with a config file holding ``text``."""
     def run(tmp):
         cfg = _write(tmp / "bad.yaml", text)
-        return _tool("train_net").run, ["--config-file", cfg, "OUTPUT_DIR", str(tmp / "out")]
+        return _tool("train_net").main, ["--config-file", cfg, "OUTPUT_DIR", str(tmp / "out")]
     return run
 
 
 def train_opts(*opts, eval_only=False, config=CFG):
     def run(tmp):
         extra = ["--eval-only"] if eval_only else []
-        return _tool("train_net").run, extra + ["--config-file", config, "OUTPUT_DIR", str(tmp / "out"), *opts]
+        return _tool("train_net").main, extra + ["--config-file", config, "OUTPUT_DIR", str(tmp / "out"), *opts]
     return run
 
 
 def base_cycle(tmp):
     _write(tmp / "a.yaml", "_BASE_: b.yaml\n")
     _write(tmp / "b.yaml", "_BASE_: a.yaml\n")
-    return _tool("train_net").run, ["--config-file", str(tmp / "a.yaml"), "OUTPUT_DIR", str(tmp / "out")]
+    return _tool("train_net").main, ["--config-file", str(tmp / "a.yaml"), "OUTPUT_DIR", str(tmp / "out")]
 
 
 def missing_base(tmp):
     _write(tmp / "a.yaml", "_BASE_: nowhere.yaml\n")
-    return _tool("train_net").run, ["--config-file", str(tmp / "a.yaml"), "OUTPUT_DIR", str(tmp / "out")]
+    return _tool("train_net").main, ["--config-file", str(tmp / "a.yaml"), "OUTPUT_DIR", str(tmp / "out")]
 
 
 def weights_file(make):
     """train_net --eval-only with MODEL.WEIGHTS = make(tmp)."""
     def run(tmp):
-        return _tool("train_net").run, ["--eval-only", "--config-file", CFG, "OUTPUT_DIR", str(tmp / "out"),
+        return _tool("train_net").main, ["--eval-only", "--config-file", CFG, "OUTPUT_DIR", str(tmp / "out"),
                                         "MODEL.WEIGHTS", make(tmp)]
     return run
 
@@ -170,7 +170,7 @@ def resume_with(tag_text, other=False):
         if other:
             _write(out / "model_0000001.pth", "not a checkpoint")
         json_file, root = dataset(tmp)
-        return _tool("train_net").run, ["--resume", "--config-file", CFG, "OUTPUT_DIR", str(out),
+        return _tool("train_net").main, ["--resume", "--config-file", CFG, "OUTPUT_DIR", str(out),
                                         *part_jsons("rs", json_file, root), "DATASETS.TRAIN", "('rs_agnostic',)",
                                         "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0"]
     return run
@@ -251,7 +251,7 @@ def stage(tool, *opts, output=None, prepare=None, extra=()):
         out = str(tmp / "stage") if output is None else output(tmp)
         if prepare is not None:
             prepare(tmp, out)
-        return _tool(tool).run, ["--config-file", GROUP_CFG, "--dataset", "st_objects", "--output", out, *extra,
+        return _tool(tool).main, ["--config-file", GROUP_CFG, "--dataset", "st_objects", "--output", out, *extra,
                                  *part_jsons("st", json_file, root), *GROUPING, *opts]
     return run
 
@@ -273,7 +273,7 @@ def pseudo(*opts, prepare=None):
         weights = _tiny_weights(tmp)
         if prepare is not None:
             prepare(tmp)
-        return _tool("generate_pseudo_labels").run, [
+        return _tool("generate_pseudo_labels").main, [
             "--config-file", CFG, "--dataset", "pl_agnostic", "--output", str(tmp / "pl"), *opts,
             *part_jsons("pl", json_file, root), "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(tmp / "log"),
             "DATALOADER.NUM_WORKERS", "0"]
@@ -360,7 +360,7 @@ CASES = [
     Case("weights-list", "train_net --eval-only", "MODEL.WEIGHTS holds a list, not a state dict", "error",
          rf"{P}list.pth: not a checkpoint \(no state dict in it\)", weights_file(_list_pth)),
     Case("weights-arch", "train_net --eval-only", "checkpoint of another architecture", "error",
-         r"no checkpoint entry fits the model GeneralizedRCNN: is it the checkpoint of another architecture\? .*",
+         r"no checkpoint entry fits the model PartRCNN: is it the checkpoint of another architecture\? .*",
          weights_file(_other_architecture)),
     Case("eval-random", "train_net --eval-only", "empty MODEL.WEIGHTS (random model) without --random-weights",
          "error", r"--eval-only with an empty MODEL.WEIGHTS would evaluate a randomly initialised model; .*",
@@ -375,13 +375,16 @@ CASES = [
     Case("job-id", "pd_pixel_grouping", "`--job-id 2 --num-jobs 2`", "error",
          r"--job-id 2: must be in \[0, --num-jobs 2\)", stage("pd_pixel_grouping", extra=["--num-jobs", "2",
                                                                                              "--job-id", "2"])),
+    Case("stage0-weights", "pd_object_masks", "truncated MODEL.WEIGHTS of the stage-0 object model", "error",
+         rf"{P}model.pth: not a readable checkpoint, truncated or another kind of file \(RuntimeError: .*\)",
+         lambda tmp: stage("pd_object_masks", "MODEL.WEIGHTS", _truncated_checkpoint(tmp))(tmp)),
     Case("num-jobs", "pd_object_masks", "`--num-jobs 0`", "error", r"--num-jobs 0: must be >= 1",
          stage("pd_object_masks", extra=["--num-jobs", "0"])),
     Case("num-gpus", "train_net", "`--num-gpus 0`", "error", r"--num-gpus 0 --num-machines 1 --machine-rank 0: .*",
-         lambda tmp: (_tool("train_net").run, ["--num-gpus", "0", "--config-file", CFG])),
+         lambda tmp: (_tool("train_net").main, ["--num-gpus", "0", "--config-file", CFG])),
     Case("stage-dataset", "pd_pixel_grouping", "unknown --dataset", "error",
          r"--dataset: 'nope_objects' is not a registered dataset; .*",
-         lambda tmp: (_tool("pd_pixel_grouping").run, ["--config-file", GROUP_CFG, "--dataset", "nope_objects",
+         lambda tmp: (_tool("pd_pixel_grouping").main, ["--config-file", GROUP_CFG, "--dataset", "nope_objects",
                                                        "--output", str(tmp / "o"), "MODEL.DEVICE", "cpu"])),
     Case("lock", "pd_pixel_grouping", "a second process on the same --output (same job)", "error",
          rf"{P}stage: another process is writing this output folder \(lock {P}\); wait for it to finish, give "
@@ -440,7 +443,8 @@ CASES = [
          rf"{P}masks.json: object mask of {P}0.png: RLEs with undecodable counts", lambda tmp: _stored_masks(tmp)),
     # demo
     Case("demo-no-weights", "demo", "no MODEL.WEIGHTS and no --random-weights", "error",
-         r"MODEL.WEIGHTS is empty: the model would be randomly initialised; give --opts MODEL.WEIGHTS .*",
+         r"MODEL.WEIGHTS is empty: the model would be randomly initialised; "
+         r"give MODEL.WEIGHTS path/to/model.pth \(or --random-weights to do it on purpose\)",
          demo(weights=False)),
     Case("demo-thresh-high", "demo", "`--confidence-threshold 5`", "error",
          r"--confidence-threshold 5.0: must be a score in \[0, 1\]", demo("--confidence-threshold", "5")),
@@ -472,21 +476,22 @@ CASES = [
          r"stage to recompute it", stage("pd_pixel_grouping", prepare=lambda tmp, out: _foreign_shard(tmp, out))),
     Case("stage-no-manifest", "pd_collages", "--input that is not a finished stage", "error",
          rf"{P}manifest.json not found: the stage writing {P} has not finished \(rerun it to resume\)",
-         lambda tmp: (_tool("pd_collages").run, ["--input", str(tmp), "--output", str(tmp / "c")])),
+         lambda tmp: (_tool("pd_collages").main, ["--input", str(tmp), "--output", str(tmp / "c")])),
     Case("collage-count", "pd_collages", "`--per-class 0`", "error", r"--per-class 0: must be >= 1",
-         lambda tmp: (_tool("pd_collages").run, ["--input", str(tmp), "--output", str(tmp / "c"), "--per-class", "0"])),
+         lambda tmp: (_tool("pd_collages").main,
+                      ["--input", str(tmp), "--output", str(tmp / "c"), "--per-class", "0"])),
     Case("pseudo-other", "generate_pseudo_labels", "--output holding pseudo labels of other weights", "error",
          rf"{P}pseudo_labels.json: holds results of another run \(fingerprint 0123456789abcdef, .*\); give another "
          r"--output, delete the file, or pass --on-mismatch new-folder", pseudo(prepare=_pseudo_of_other_weights)),
     Case("pseudo-dataset", "generate_pseudo_labels", "unknown --dataset", "error",
          r"--dataset: 'nope_agnostic' is not a registered dataset; .*",
-         lambda tmp: (_tool("generate_pseudo_labels").run, ["--config-file", CFG, "--dataset", "nope_agnostic",
+         lambda tmp: (_tool("generate_pseudo_labels").main, ["--config-file", CFG, "--dataset", "nope_agnostic",
                                                             "--output", str(tmp / "pl"), "OUTPUT_DIR", str(tmp)])),
     Case("pseudo-thresh", "generate_pseudo_labels", "`--score-thresh 5`", "error",
          r"--score-thresh 5.0: must be a score in \[0, 1\]", pseudo("--score-thresh", "5")),
     Case("quickstart-config", "quickstart", "bad override", "error",
          r"\S+ or its overrides: Non-existent key: SOLVER.NOPE",
-         lambda tmp: (_tool("quickstart").run, ["--output", str(tmp / "q"), "SOLVER.NOPE", "1"])),
+         lambda tmp: (_tool("quickstart").main, ["--output", str(tmp / "q"), "SOLVER.NOPE", "1"])),
 ]
 
 

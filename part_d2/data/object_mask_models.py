@@ -25,6 +25,7 @@ from detectron2.engine import DefaultPredictor
 from part_d2.config import add_part_d2_config
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
 from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.safe_checkpoint import verify_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ def build_object_mask_model(cfg, record_class_names: Sequence[str] = ()) -> Obje
         raise ValueError(f"PART_DISTILLATION.OBJECT_MASKS.MODEL={om.MODEL!r}; expected 'detectron2' or 'detic'")
     if om.MODEL == "detic":
         import_detic()
+    verify_weights_file(cfg.MODEL.WEIGHTS)  # a bad file: one-line error, not detectron2's traceback
     predictor = DefaultPredictor(cfg)  # loads MODEL.WEIGHTS; takes BGR images
     names = list(om.VOCABULARY)
     if om.MODEL == "detic":

@@ -25,6 +25,7 @@ from part_d2.data.validation import rle_problem, valid_size
 from part_d2.structures.masks import segmentation_to_mask
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import read_json
+from part_d2.utils.safe_checkpoint import verify_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class ModelObjectMasks(ObjectMaskSource):
         if self._predictor is None:
             cfg = load_part_d2_config(self.config_file, ["MODEL.WEIGHTS", self.weights])
             cfg.freeze()
+            verify_weights_file(cfg.MODEL.WEIGHTS)
             self._predictor = DefaultPredictor(cfg)  # BGR image array in, detectron2 outputs out
         return self._predictor
 

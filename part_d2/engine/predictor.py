@@ -97,8 +97,9 @@ def run_demo(cfg, files, output_dir: str, thresh: Optional[float] = None, random
     Returns:
         The COCO-style result list.
     """
+    option = "TEST.DEMO_CONFIDENCE" if thresh is None else "--confidence-threshold"
     thresh = cfg.TEST.DEMO_CONFIDENCE if thresh is None else thresh
-    check_threshold(thresh, "confidence threshold")
+    check_threshold(thresh, option)
     os.makedirs(output_dir, exist_ok=True)
     predictor = PartPredictor(cfg, random_weights)
     out_names = overlay_names(files)

@@ -155,3 +155,25 @@ class SafeCheckpointMixin:
         if cached is None or cached[0] != key:
             self._verified = (key, self.verified_checkpoint_file())
         return self._verified[1]
+
+
+def verify_weights_file(path: str) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` when it is a local file that a detectron2
+    checkpointer cannot read (missing, truncated, or not a checkpoint). For weights that
+    detectron2 loads itself (``DefaultPredictor``), which would otherwise end in a traceback.
+    Empty paths and URLs (``detectron2://``, ``https://``) are left to detectron2."""
+    if not path or "://" in path:
+        return
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        if path.endswith(".pkl"):
+            with open(path, "rb") as f:
+                loaded = pickle.load(f, encoding="latin1")
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or another kind of file "
+                              f"({_first_sentence(e)})") from None
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (no state dict in it)")
