@@ -146,14 +146,6 @@ class PerObjectPartClassifier(nn.Module):
         return torch.cat([part_logits, self.no_object(embeddings)], dim=-1)
 
 
-class _NoClassLogits(nn.Module):
-    """Stands in for the transformer decoder's ``class_embed`` when the logits are computed by the
-    per-object classifier: returns (B, Q, 0)."""
-
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return embeddings.new_zeros(embeddings.shape[:-1] + (0,))
-
-
 def split_part_labels(labels: torch.Tensor, num_part_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Contiguous pseudo-label categories ``o * P + m`` -> (object classes o, part modes m)."""
     return torch.div(labels, num_part_classes, rounding_mode="floor"), labels % num_part_classes
@@ -202,8 +194,6 @@ class PartDistillationMask2Former(PartMask2Former):
         if object_class_source == "stored" and stored_object_classes is None:
             raise ValueError("TEST_OBJECT_CLASS 'stored' needs PART_DISTILLATION.OBJECT_CLASS_JSON")
         self.part_classifier = part_classifier
-        if part_classifier is not None:
-            self.sem_seg_head.predictor.class_embed = _NoClassLogits()
         self.object_conditioning = object_conditioning
         self.object_class_source = object_class_source
         self.stored_object_classes = stored_object_classes

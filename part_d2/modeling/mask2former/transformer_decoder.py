@@ -155,6 +155,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         mask_dim: int,
         enforce_input_project: bool,
         query_feature_normalize: bool = False,
+        class_head: bool = True,
     ):
         """
         Args:
@@ -163,6 +164,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             query_feature_normalize: L2-normalise each query's mask embedding before its product
                 with the mask features (PartDistillation's ``QUERY_FEATURE_NORMALIZE``; the
                 reference's ``part_distillation_transformer_decoder.py`` ``forward_prediction_heads``).
+            class_head: False when another module computes the class logits (PartDistillation's
+                per-object classifier, from ``pred_embeddings``): no ``class_embed``, and
+                ``pred_logits`` is (N, Q, 0).
         """
         super().__init__()
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
@@ -190,7 +194,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(proj)
             else:
                 self.input_proj.append(nn.Sequential())
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1) if class_head else None
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
         self.query_feature_normalize = query_feature_normalize
 
@@ -211,6 +215,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
             "query_feature_normalize": mf.QUERY_FEATURE_NORMALIZE,
+            "class_head": cfg.PART_DISTILLATION.CLASSIFIER != "per_object",
         }
 
     def forward(self, features: List[torch.Tensor], mask_features: torch.Tensor) -> Dict:
@@ -273,7 +278,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             ``pred_embeddings`` (N, Q, C); and the next attention mask (N * heads, Q, H * W) bool.
         """
         embeddings = self.decoder_norm(output).transpose(0, 1)
-        pred = {"pred_logits": self.class_embed(embeddings), "pred_embeddings": embeddings}
+        logits = (self.class_embed(embeddings) if self.class_embed is not None
+                  else embeddings.new_zeros(embeddings.shape[:-1] + (0,)))
+        pred = {"pred_logits": logits, "pred_embeddings": embeddings}
         mask_embed = self.mask_embed(embeddings)
         if self.query_feature_normalize:
             mask_embed = F.normalize(mask_embed, p=2, dim=-1)
