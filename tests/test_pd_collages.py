@@ -22,7 +22,7 @@ def _tool():
 def test_collages_one_png_per_part_class_with_at_most_nine_tiles(tmp_path, capsys):
     records, classes = mini_records(4)
     stage = str(tmp_path / "groups")
-    assert run_pixel_grouping(tiny_grouper(), records, stage, 2, classes, max_objects=0)
+    assert run_pixel_grouping(tiny_grouper(), records, stage, shard_size=2, object_classes=classes, max_objects=0)
     parts = load_stage_output(stage, "parts")
     used = sorted({a["category_id"] for r in parts for a in r["annotations"]})
     counts = {c: sum(a["category_id"] == c for r in parts for a in r["annotations"]) for c in used}

@@ -35,9 +35,13 @@ def test_two_jobs_equal_one_job_and_registered_output(tmp_path):
     records, classes = mini_records(3)
     grouper = tiny_grouper()
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    assert run_pixel_grouping(grouper, records, one, 2, classes, max_objects=0)
-    assert not run_pixel_grouping(grouper, records, two, 2, classes, max_objects=0, num_jobs=2, job_id=1)
-    assert run_pixel_grouping(grouper, records, two, 2, classes, max_objects=0, num_jobs=2, job_id=0)
+    assert run_pixel_grouping(grouper, records, one, shard_size=2, object_classes=classes, max_objects=0)
+    assert not run_pixel_grouping(
+        grouper, records, two, shard_size=2, object_classes=classes, max_objects=0, num_jobs=2, job_id=1
+    )
+    assert run_pixel_grouping(
+        grouper, records, two, shard_size=2, object_classes=classes, max_objects=0, num_jobs=2, job_id=0
+    )
     assert file_tree(one) == file_tree(two)
     names = register_stage_output("pd_test_groups", one)
     recs = DatasetCatalog.get(names[1])  # agnostic view
@@ -57,7 +61,7 @@ from file_trees import file_tree
 from pd_helpers import mini_records, tiny_grouper
 from part_d2.engine.offline import run_pixel_grouping
 records, classes = mini_records(6)
-run_pixel_grouping(tiny_grouper(delay=0.4), records, {out!r}, 2, classes, max_objects=0)
+run_pixel_grouping(tiny_grouper(delay=0.4), records, {out!r}, shard_size=2, object_classes=classes, max_objects=0)
 """
 
 
@@ -78,8 +82,8 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path):
     assert not os.path.exists(os.path.join(killed, "manifest.json"))
     records, classes = mini_records(6)
     grouper = tiny_grouper()
-    assert run_pixel_grouping(grouper, records, killed, 2, classes, max_objects=0)
-    assert run_pixel_grouping(grouper, records, clean, 2, classes, max_objects=0)
+    assert run_pixel_grouping(grouper, records, killed, shard_size=2, object_classes=classes, max_objects=0)
+    assert run_pixel_grouping(grouper, records, clean, shard_size=2, object_classes=classes, max_objects=0)
     done = {k: v for k, v in file_tree(killed).items() if ".tmp" not in k}  # a killed write may leave a temp file
     assert done == file_tree(clean)
 
@@ -121,7 +125,7 @@ def test_stage0_adapter_and_stored_object_masks(tmp_path):
     rec_other = dict(records[0], object_category_id=1)  # "horse": not in the vocabulary -> overall top-2
     assert [o["score"] for o in model(rec_other, np.zeros((20, 20, 3), np.uint8))] == [0.9, 0.7]
     out = str(tmp_path / "objects")
-    assert run_object_masks(model, records, out, 2)
+    assert run_object_masks(model, records, out, shard_size=2)
     masks = load_object_masks(out)
     assert sorted(masks) == sorted(r["file_name"] for r in records) and all(len(v) == 2 for v in masks.values())
     names = register_stage_output("pd_test_objects", out)

@@ -96,8 +96,9 @@ class PixelGroupingHook(HookBase):
         records = DatasetCatalog.get(self.dataset)
         classes = list(getattr(MetadataCatalog.get(self.dataset), "object_classes", []))
         with preserved_random_state():
-            done = run_pixel_grouping(PixelGrouper(self.cfg), records, self.output, pd.SHARD_SIZE, classes, pd.SEED,
-                                      pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, source=self.dataset,
+            done = run_pixel_grouping(PixelGrouper(self.cfg), records, self.output, shard_size=pd.SHARD_SIZE,
+                                      object_classes=classes, seed=pd.SEED,
+                                      max_objects=pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, source=self.dataset,
                                       provenance=grouping_provenance(self.cfg))
         if not done:
             raise RuntimeError(f"{self.output}: pixel grouping incomplete (shards of other jobs missing)")

@@ -249,7 +249,7 @@ def _object_class(record: Dict, obj: Dict) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # stage 0
-def run_object_masks(model, records: Sequence[Dict], output: str, shard_size: int, num_jobs: int = 1,
+def run_object_masks(model, records: Sequence[Dict], output: str, *, shard_size: int, num_jobs: int = 1,
                      job_id: int = 0, source: str = "", provenance: Optional[Dict] = None,
                      on_mismatch: str = "error") -> bool:
     """Store each image's selected detections as part-json ``objects`` (no parts).
@@ -302,9 +302,21 @@ def grouping_provenance(cfg) -> Dict:
     return out
 
 
-def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size: int, object_classes: Sequence[str],
-                       seed: int = 0, max_objects: int = 1, num_jobs: int = 1, job_id: int = 0,
-                       source: str = "", provenance: Optional[Dict] = None, on_mismatch: str = "error") -> bool:
+def run_pixel_grouping(
+    grouper,
+    records: Sequence[Dict],
+    output: str,
+    *,
+    shard_size: int,
+    object_classes: Sequence[str],
+    seed: int = 0,
+    max_objects: int = 1,
+    num_jobs: int = 1,
+    job_id: int = 0,
+    source: str = "",
+    provenance: Optional[Dict] = None,
+    on_mismatch: str = "error",
+) -> bool:
     """Group the pixels of each record's first ``max_objects`` objects (0: all) into parts.
 
     Args:
@@ -347,7 +359,7 @@ def run_pixel_grouping(grouper, records: Sequence[Dict], output: str, shard_size
 
 # ---------------------------------------------------------------------------------------------
 # stage 2
-def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict], output: str, shard_size: int,
+def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict], output: str, *, shard_size: int,
                      object_classes: Sequence[str], num_modes: int = 8, min_area_ratio: float = 0.05,
                      min_score: float = 0.3, normalize: bool = True, metric: str = "l2", n_init: int = 10,
                      max_iter: int = 300, seed: int = 0, num_jobs: int = 1, job_id: int = 0,
@@ -481,7 +493,9 @@ def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, jo
     rk, pd = cfg.PART_DISTILLATION.RANKING, cfg.PART_DISTILLATION
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
-    return run_part_ranking(build_proposal_predictor(cfg, model), records, output, pd.SHARD_SIZE, classes,
-                            pd.NUM_PART_MODES, rk.MIN_AREA_RATIO, rk.MIN_SCORE, rk.NORMALIZE_FEATURES, rk.METRIC,
-                            rk.KMEANS_N_INIT, rk.KMEANS_MAX_ITER, pd.SEED, num_jobs, job_id, dataset,
-                            device=cfg.MODEL.DEVICE, provenance=model_provenance(cfg), on_mismatch=on_mismatch)
+    return run_part_ranking(
+        build_proposal_predictor(cfg, model), records, output, shard_size=pd.SHARD_SIZE, object_classes=classes,
+        num_modes=pd.NUM_PART_MODES, min_area_ratio=rk.MIN_AREA_RATIO, min_score=rk.MIN_SCORE,
+        normalize=rk.NORMALIZE_FEATURES, metric=rk.METRIC, n_init=rk.KMEANS_N_INIT, max_iter=rk.KMEANS_MAX_ITER,
+        seed=pd.SEED, num_jobs=num_jobs, job_id=job_id, source=dataset, device=cfg.MODEL.DEVICE,
+        provenance=model_provenance(cfg), on_mismatch=on_mismatch)

@@ -109,8 +109,9 @@ def object_masks(*, config_file: str, dataset: str, output: str, opts: Sequence[
     records = DatasetCatalog.get(dataset)
     model = build_object_mask_model(cfg, classes)
     provenance = model_provenance(cfg, ("MODEL", "INPUT", "PART_DISTILLATION.OBJECT_MASKS"))
-    return offline.run_object_masks(model, records, output, cfg.PART_DISTILLATION.SHARD_SIZE, num_jobs, job_id,
-                                    dataset, provenance, on_mismatch)
+    return offline.run_object_masks(model, records, output, shard_size=cfg.PART_DISTILLATION.SHARD_SIZE,
+                                    num_jobs=num_jobs, job_id=job_id, source=dataset, provenance=provenance,
+                                    on_mismatch=on_mismatch)
 
 
 def pixel_grouping(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), num_jobs: int = 1,
@@ -122,9 +123,10 @@ def pixel_grouping(*, config_file: str, dataset: str, output: str, opts: Sequenc
     records = DatasetCatalog.get(dataset)
     classes = list(getattr(MetadataCatalog.get(dataset), "object_classes", []))
     pd = cfg.PART_DISTILLATION
-    return offline.run_pixel_grouping(PixelGrouper(cfg), records, output, pd.SHARD_SIZE, classes, pd.SEED,
-                                      pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, num_jobs, job_id, dataset,
-                                      offline.grouping_provenance(cfg), on_mismatch)
+    return offline.run_pixel_grouping(
+        PixelGrouper(cfg), records, output, shard_size=pd.SHARD_SIZE, object_classes=classes, seed=pd.SEED,
+        max_objects=pd.PIXEL_GROUPING.MAX_OBJECTS_PER_IMAGE, num_jobs=num_jobs, job_id=job_id, source=dataset,
+        provenance=offline.grouping_provenance(cfg), on_mismatch=on_mismatch)
 
 
 def rank_parts(*, config_file: str, dataset: str, output: str, opts: Sequence[str] = (), num_jobs: int = 1,
