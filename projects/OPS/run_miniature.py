@@ -47,6 +47,7 @@ from part_d2.engine.pseudo_labels import (
     pseudo_labels_done,
 )
 from part_d2.engine.setup import load_config
+from part_d2.evaluation.seeds import HIGHER, LOWER, compare, mean_sd
 from part_d2.modeling.build import load_part_model
 from part_d2.utils.io import atomic_write_json
 from part_d2.utils.provenance import weights_id
@@ -228,8 +229,7 @@ def aggregate(per_seed: List[List[Dict]]) -> List[Dict]:
         agg = {"table": rows[0]["table"], "row": rows[0]["row"], "seeds": len(rows)}
         for m in METRICS:
             values = [r[m] for r in rows]
-            agg[m] = statistics.fmean(values)
-            agg[f"{m}_sd"] = statistics.stdev(values) if len(values) > 1 else None
+            agg[m], agg[f"{m}_sd"] = mean_sd(values)
             agg[f"{m}_values"] = values
         out.append(agg)
     return out
@@ -254,8 +254,9 @@ ORDERINGS = [
 
 
 def check_orderings(rows: List[Dict], metric: str = "AP") -> List[Dict]:
-    """Each ordering's gap (mean difference) and spread (sum of the two sds); ``reproduced`` when
-    gap > spread, ``reversed`` when -gap > spread, else ``within spread`` (or ``one seed``)."""
+    """Each ordering's gap (mean difference) and spread (sum of the two sds), judged by
+    :func:`part_d2.evaluation.seeds.compare`: ``reproduced`` when gap > spread, ``reversed`` when
+    -gap > spread, else ``within spread`` (or ``one seed: not testable``)."""
     by_label = {r["row"]: r for r in rows}
     out = []
     for text, better, worse in ORDERINGS:
@@ -264,14 +265,8 @@ def check_orderings(rows: List[Dict], metric: str = "AP") -> List[Dict]:
         a, b = by_label[better], by_label[worse]
         gap = a[metric] - b[metric]
         spread = None if a[f"{metric}_sd"] is None else a[f"{metric}_sd"] + b[f"{metric}_sd"]
-        if spread is None:
-            verdict = "one seed: not testable"
-        elif gap > spread:
-            verdict = "reproduced"
-        elif -gap > spread:
-            verdict = "reversed"
-        else:
-            verdict = "within spread"
+        verdict = compare((a[metric], a[f"{metric}_sd"]), (b[metric], b[f"{metric}_sd"]))
+        verdict = {HIGHER: "reproduced", LOWER: "reversed"}.get(verdict, verdict)
         out.append({"ordering": text, "metric": metric, "gap": gap, "spread": spread, "verdict": verdict})
     return out
 

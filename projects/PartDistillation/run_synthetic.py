@@ -37,7 +37,6 @@ gap of means exceeds the sum of the two standard deviations (the only ones a cla
 import argparse
 import logging
 import os
-import statistics
 import time
 
 from detectron2.utils.logger import setup_logger
@@ -48,6 +47,7 @@ from part_d2.data.shards import register_stage_output
 from part_d2.engine import runs, stages
 from part_d2.engine.collages import make_collages
 from part_d2.engine.setup import load_config
+from part_d2.evaluation.seeds import compare, mean_sd
 from part_d2.utils.io import atomic_write_bytes
 from part_d2.utils.provenance import weights_id
 
@@ -137,14 +137,14 @@ def run_seed(out: str, scale: dict, seed: int, pool: str, cap: int) -> dict:
 
 
 def summarize(per_seed, metrics):
-    """{model: {metric: (mean, sd)}} over seeds (sd 0 for one seed)."""
+    """{model: {metric: (mean, sd)}} over seeds (sd None for one seed)."""
     out = {}
     for name in per_seed[0]:
         out[name] = {}
         for m in metrics:
             values = [rows[name][m] for rows in per_seed if m in rows[name]]
             if values:
-                out[name][m] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+                out[name][m] = mean_sd(values)
     return out
 
 
@@ -160,9 +160,7 @@ def table(summary, metrics, seeds) -> str:
         gaps = []
         for m in metrics:
             if m in summary[BASELINE] and m in summary[DISTILLED]:
-                (a, sa), (b, sb) = summary[DISTILLED][m], summary[BASELINE][m]
-                verdict = "higher" if a - b > sa + sb else "lower" if b - a > sa + sb else "within spread"
-                gaps.append(f"{m}: {verdict}")
+                gaps.append(f"{m}: {compare(summary[DISTILLED][m], summary[BASELINE][m])}")
         lines.append("")
         lines.append(f"stage 3 vs baseline over seeds {list(seeds)}: " + "; ".join(gaps))
     return "\n".join(lines)
