@@ -77,7 +77,8 @@ def user_error_types(extra: Sequence[type] = ()) -> Tuple[type, ...]:
 def exit_with_error(message: str) -> None:
     """Print ``error: <message>`` (one line) on stderr and exit with status 1."""
     message = " ".join(clean_error_message(message).split())
-    logger.error(message)
+    if logger.hasHandlers():  # into the run's log; without handlers Python would print it a second time
+        logger.error(message)
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
 
