@@ -47,14 +47,8 @@ def interleaved_median_times(
 ) -> Dict[str, float]:
     """Median seconds of each function, timed in alternation (a, b, a, b, ...) so that a change of
     machine load during the measurement affects all of them alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(max(1, iters)):
-        for name, fn in fns.items():
-            times[name].append(timed_once(fn, device)[1])
-    return {name: statistics.median(t) for name, t in times.items()}
+    timed = {name: (lambda fn=fn: timed_once(fn, device)[1]) for name, fn in fns.items()}
+    return interleaved_self_timed(timed, iters, warmup)
 
 
 def interleaved_self_timed(fns: Dict[str, Callable], iters: int, warmup: int = 1) -> Dict[str, float]:
