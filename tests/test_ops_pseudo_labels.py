@@ -97,6 +97,19 @@ def test_part_json_specs(tiny_part_dataset, tmp_path):
     assert len(DatasetCatalog.get("cfgjson_agnostic")) == 3
 
 
+# a 2-layer decoder and 1-layer encoder on the CPU, data loaded in the main process
+TINY_TOOL_OPTS = [
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.MASK_FORMER.DEC_LAYERS",
+    "2",
+    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
+    "1",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+]
+
+
 def test_tool_on_tiny_model(tiny_part_dataset, tmp_path):
     from tool_loader import load_tool
 
@@ -104,14 +117,7 @@ def test_tool_on_tiny_model(tiny_part_dataset, tmp_path):
 
     json_file, root, _ = tiny_part_dataset
     opts = [
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.MASK_FORMER.DEC_LAYERS",
-        "2",
-        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
-        "1",
-        "DATALOADER.NUM_WORKERS",
-        "0",
+        *TINY_TOOL_OPTS,
         "OUTPUT_DIR",
         str(tmp_path / "log"),
         "DATASETS.PART_JSONS",
@@ -147,14 +153,7 @@ def test_tool_with_two_processes_writes_the_same_bytes(tiny_part_dataset, tmp_pa
 
     json_file, root, _ = tiny_part_dataset
     opts = [
-        "MODEL.DEVICE",
-        "cpu",
-        "MODEL.MASK_FORMER.DEC_LAYERS",
-        "2",
-        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
-        "1",
-        "DATALOADER.NUM_WORKERS",
-        "0",
+        *TINY_TOOL_OPTS,
         "DATASETS.PART_JSONS",
         f"('twoproc:{json_file}:{root}',)",
     ]
