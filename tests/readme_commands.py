@@ -16,7 +16,8 @@ from typing import List
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 PROGRAMS = ("python", "python3", ".venv/bin/python", "bash", "pip", ".venv/bin/pip", ".venv/bin/ruff",
             "OMP_NUM_THREADS", "git")
-READMES = ["README.md", "datasets/README.md", "projects/OPS/README.md", "projects/PartDistillation/README.md"]
+READMES = ["README.md", "datasets/README.md", "projects/OPS/README.md", "projects/PartDistillation/README.md",
+           "docs/ARCHITECTURE.md", "docs/RELIABILITY.md", "bench/report_fce_evaluator.md"]
 
 
 @dataclass(frozen=True)

@@ -126,5 +126,7 @@ PARSE_ONLY: Dict[str, str] = {
     "setup_env.sh --refresh-lock": "re-resolves the registry's newest versions and rewrites the committed lock file",
     "tools/numpy2_lane.sh": "builds a second environment (numpy 2, current torch: GBs from the registry) around a "
                             "detectron2 checkout; its test, tests/test_numpy2_lane.py, runs in this suite",
+    "python tests/test_faults.py": "rewrites docs/RELIABILITY.md in the checkout; test_faults.py's doc-up-to-date "
+                                   "test renders the same catalog and compares",
     "--detic": "needs a Detic checkout, its weights and CLIP (the adapter is tested with a stand-in predictor)",
 }

@@ -146,6 +146,9 @@ SETUP = {
     "datasets/README.md": _raw_fixtures,
     "projects/OPS/README.md": _prepared_datasets,
     "projects/PartDistillation/README.md": lambda ws: (_prepared_datasets(ws), _fake_weights(ws)),
+    "docs/ARCHITECTURE.md": lambda ws: None,
+    "docs/RELIABILITY.md": lambda ws: None,
+    "bench/report_fce_evaluator.md": lambda ws: None,
 }
 
 
