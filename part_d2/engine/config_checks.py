@@ -7,9 +7,10 @@ import os
 from typing import List, Sequence, Tuple
 
 import yaml
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import part_d2.data.builtin  # noqa: F401  (registers the builtin datasets)
+from part_d2.data.object_classes import check_object_classes
 from part_d2.data.object_masks import OBJECT_MASK_SOURCES
 from part_d2.modeling.backbone.input_channels import INIT_MODES
 from part_d2.utils.errors import ConfigError
@@ -133,6 +134,29 @@ def check_datasets(cfg, keys: Sequence[str] = ("DATASETS.TRAIN", "DATASETS.TEST"
         for name in _key(cfg, key) or ():
             if not (produced and name.startswith(produced)):
                 check_registered(name, key)
+
+
+def dataset_object_classes(name: str) -> List[str]:
+    """The object classes of a registered dataset (loading it when its metadata lacks them), or []."""
+    if name not in DatasetCatalog.list():
+        return []
+    if not MetadataCatalog.get(name).get("object_classes"):
+        DatasetCatalog.get(name)  # part_d2 datasets set their classes when loaded
+    return list(MetadataCatalog.get(name).get("object_classes", []))
+
+
+def check_test_object_classes(cfg, dataset: str) -> None:
+    """A stage-3 model (per-object classifier) reading the evaluated records' ``object_category_id``
+    (``TEST_OBJECT_CLASS record``) needs the evaluated dataset's object classes to be its training
+    dataset's; otherwise :class:`ConfigError` (the classes would silently index other classes' rows)."""
+    pd = cfg.PART_DISTILLATION
+    if pd.CLASSIFIER != "per_object" or pd.TEST_OBJECT_CLASS != "record" or not cfg.DATASETS.TRAIN:
+        return
+    train = cfg.DATASETS.TRAIN[0]
+    problem = check_object_classes(dataset_object_classes(dataset), dataset_object_classes(train), dataset,
+                                   f"trained on '{train}'")
+    if problem:
+        raise ConfigError(problem)
 
 
 def check_job_args(num_jobs: int, job_id: int) -> None:

@@ -17,9 +17,17 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from part_d2.checkpoint import PartCheckpointer
+from part_d2.data.object_classes import object_class_map, read_class_list, unmatched_message, write_object_class_json
 from part_d2.data.object_mask_models import build_object_mask_model, load_detic_config
+from part_d2.data.shards import read_manifest
 from part_d2.engine import offline
-from part_d2.engine.config_checks import ConfigError, check_datasets, check_registered, check_threshold
+from part_d2.engine.config_checks import (
+    ConfigError,
+    check_datasets,
+    check_registered,
+    check_threshold,
+    dataset_object_classes,
+)
 from part_d2.engine.launch import add_lock_argument
 from part_d2.engine.pseudo_labels import (
     PSEUDO_LABEL_FILE,
@@ -136,6 +144,39 @@ def rank_parts(*, config_file: str, dataset: str, output: str, opts: Sequence[st
     cfg = _setup(config_file, opts)
     check_registered(dataset, "--dataset")
     return offline.rank_parts(cfg, dataset, output, num_jobs=num_jobs, job_id=job_id, on_mismatch=on_mismatch)
+
+
+def model_class_names(source: str):
+    """The stage-3 classifier's object classes: from a stage output folder (its manifest), a
+    registered dataset (its ``object_classes``) or a class-list json (``[{"name", ...}]``)."""
+    if os.path.isdir(source):
+        return list(read_manifest(source)["object_classes"])
+    if source.endswith(".json") and os.path.isfile(source):
+        return [c["name"] for c in read_class_list(source)]
+    check_registered(source, "--model-classes")
+    classes = dataset_object_classes(source)
+    if not classes:
+        raise ConfigError(f"--model-classes: dataset '{source}' has no object classes")
+    return classes
+
+
+def object_class_json(*, dataset: str, model_classes: str, output: str, class_list: str = "") -> int:
+    """Write ``PART_DISTILLATION.OBJECT_CLASS_JSON`` for ``dataset``: each image's object class as
+    an index into the classes of ``model_classes`` (see :func:`model_class_names`), matched by name,
+    or by ImageNet wnid through ``class_list`` (``imagenet21k_classes.json``). An image whose class
+    matches none is an error listing the classes. Returns the number of images written."""
+    check_registered(dataset, "--dataset")
+    names = model_class_names(model_classes)
+    records = DatasetCatalog.get(dataset)
+    mapping, unmatched = object_class_map(records, dataset_object_classes(dataset), names,
+                                          read_class_list(class_list) if class_list else ())
+    if unmatched:
+        hint = "" if class_list else "; give --class-list (e.g. imagenet21k_classes.json) to match wnids"
+        raise ConfigError(f"{dataset}: {unmatched_message(unmatched, model_classes)}{hint}")
+    write_object_class_json(output, mapping)
+    logger.info(f"{output}: object classes of {len(mapping)} images of {dataset} among the {len(names)} classes "
+                f"of {model_classes}")
+    return len(mapping)
 
 
 def stage_argument_parser(description: str) -> argparse.ArgumentParser:

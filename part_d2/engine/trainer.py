@@ -14,6 +14,7 @@ from part_d2.checkpoint import PartCheckpointer
 from part_d2.data.build import build_part_test_loader, build_part_train_loader
 from part_d2.data.dataset_mapper import PartDatasetMapper
 from part_d2.data.mixed_loader import build_mixed_train_loader
+from part_d2.engine.config_checks import check_test_object_classes
 from part_d2.engine.hooks import build_pipeline_hooks
 from part_d2.engine.setup import load_config
 from part_d2.evaluation.lvis_eval import LvisEvaluator
@@ -139,6 +140,7 @@ class PartTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        check_test_object_classes(cfg, dataset_name)
         return build_part_test_loader(cfg, dataset_name)
 
     @classmethod

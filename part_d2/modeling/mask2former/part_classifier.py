@@ -41,9 +41,8 @@ from detectron2.structures import ImageList
 from detectron2.utils import comm
 from torch import nn
 
+from part_d2.data.object_classes import read_object_class_json
 from part_d2.solver.build import NO_DECAY_ATTR, SPARSE_GRAD_ATTR
-from part_d2.utils.errors import PartDatasetError
-from part_d2.utils.io import read_json
 
 from .meta_arch import PartMask2Former, gt_mask_tensor
 from .object_conditioning import FeatureObjectConditioning
@@ -151,14 +150,6 @@ def split_part_labels(labels: torch.Tensor, num_part_classes: int) -> Tuple[torc
     return torch.div(labels, num_part_classes, rounding_mode="floor"), labels % num_part_classes
 
 
-def load_object_class_json(path: str) -> Dict[str, int]:
-    """Predicted object classes: json ``{file_name | basename | str(image_id): class}``."""
-    data = read_json(path)
-    if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
-        raise PartDatasetError(f"{path}: expected a json object mapping image keys to integer object classes")
-    return data
-
-
 @META_ARCH_REGISTRY.register()
 class PartDistillationMask2Former(PartMask2Former):
     """:class:`PartMask2Former` with freezing, optional object conditioning and, for stage 3, the
@@ -233,7 +224,7 @@ class PartDistillationMask2Former(PartMask2Former):
             )
         ret["object_class_source"] = pd.TEST_OBJECT_CLASS
         if pd.TEST_OBJECT_CLASS == "stored" and pd.OBJECT_CLASS_JSON:
-            ret["stored_object_classes"] = load_object_class_json(pd.OBJECT_CLASS_JSON)
+            ret["stored_object_classes"] = read_object_class_json(pd.OBJECT_CLASS_JSON)
         return ret
 
     def object_classes(self, batched_inputs: List[Dict]) -> torch.Tensor:
