@@ -263,7 +263,8 @@ def _add_part_distillation_config(cfg):
     om.SCORE_THRESH = 0.0  # and only those scoring above this
     om.VOCABULARY = []  # class names of the detector's outputs (empty: VOCABULARY_FILE / the dataset's classes)
     om.VOCABULARY_FILE = ""  # Detic: class names, one per line or a json list (empty: the dataset's object classes)
-    om.VOCABULARY_EMBEDDINGS = ""  # Detic: (C, D) .npy text embeddings of VOCABULARY (empty: CLIP if importable)
+    om.VOCABULARY_EMBEDDINGS = ""  # Detic: (C, D) .npy text embeddings of VOCABULARY (empty: CLIP's text encoder)
+    om.CLIP_WEIGHTS = ""  # Detic: CLIP ViT-B/32 weights file for the text encoder (empty: ~/.cache/clip/ViT-B-32.pt)
     pg = pd.PIXEL_GROUPING = CN()
     pg.FEATURE_KEYS = ["res3", "res4"]  # backbone features, resized to the first one's stride and concatenated
     pg.NORMALIZE_FEATURES = False  # L2-normalise pixel features before k-means (reference: False)
