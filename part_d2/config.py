@@ -67,14 +67,18 @@ def _yacs_message(e: Exception) -> str:
     return " ".join(str(e.args[0] if e.args else e).split())
 
 
-def load_part_d2_config(config_file: str = "", opts=()):
-    """detectron2's default config + part_d2's keys, merged with a YAML file and KEY VALUE pairs.
+def load_part_d2_config(config_file: str = "", opts=(), add_other_configs=()):
+    """detectron2's default config + part_d2's keys (+ ``add_other_configs``: functions adding
+    another project's keys, e.g. Detic's, called after part_d2's so that their definitions win),
+    merged with a YAML file and KEY VALUE pairs.
 
     Raises:
         ConfigError: naming the file and the key, for an unknown key, a bad value or a missing file.
     """
     cfg = get_cfg()
     add_part_d2_config(cfg)
+    for add_config in add_other_configs:
+        add_config(cfg)
     if config_file:
         try:
             cfg.merge_from_file(config_file)

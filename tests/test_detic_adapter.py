@@ -14,7 +14,7 @@ from detectron2.structures import Instances
 
 import part_d2.compat.detic as compat
 from part_d2.data.object_mask_models import build_detic_object_model, build_object_mask_model, load_detic_config
-from part_d2.utils.errors import MissingDependencyError, PartDatasetError
+from part_d2.utils.errors import ConfigError, MissingDependencyError, PartDatasetError
 
 ARCH = "PartD2StandInDetic"
 CONFIG = "configs/StandIn.yaml"
@@ -241,8 +241,10 @@ def test_checkout_from_another_folder_and_config_file_errors(env, tmp_path):
     other = write_tree(tmp_path / "Other", FILES)
     with pytest.raises(MissingDependencyError, match="already imported from"):
         compat.import_detic(str(other))
-    with pytest.raises(PartDatasetError, match="absent.yaml: Detic config file not found"):
+    with pytest.raises(ConfigError, match="absent.yaml: .*does not exist"):
         load_detic_config("configs/absent.yaml", (), env.root)
+    with pytest.raises(ConfigError, match="StandIn.yaml or its overrides: .*odd length"):
+        load_detic_config(CONFIG, ["MODEL.WEIGHTS"], env.root)
 
 
 def test_model_from_a_checkout_outside_the_working_directory(env):

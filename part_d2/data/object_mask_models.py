@@ -21,7 +21,6 @@ import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
@@ -33,7 +32,7 @@ from part_d2.compat.detic import (
     resolve_checkout_path,
     resolve_checkout_paths,
 )
-from part_d2.config import add_part_d2_config
+from part_d2.config import load_part_d2_config
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
 from part_d2.utils.errors import MissingDependencyError, PartDatasetError
 from part_d2.utils.safe_checkpoint import verify_weights_file
@@ -213,19 +212,12 @@ def load_detic_config(config_file: str, opts=(), detic_root: str = ""):
     """
     detic = detic_checkout(config_file, detic_root)
     config_file = resolve_checkout_path(config_file, detic.root)
-    if not os.path.isfile(config_file):
-        raise PartDatasetError(f"{config_file}: Detic config file not found")
-    cfg = get_cfg()
-    add_part_d2_config(cfg)  # first: CenterNet2's and Detic's values win where both define a key (MODEL.SWIN.*)
-    detic.add_centernet_config(cfg)
-    detic.add_detic_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.TEST.DETECTIONS_PER_IMAGE = DETIC_DETECTIONS_PER_IMAGE
-    cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH = "rand"  # the vocabulary is set after the build
-    cfg.MODEL.ROI_HEADS.ONE_CLASS_PER_PROPOSAL = True
-    cfg.MODEL.TIMM.PRETRAINED = False  # inference: MODEL.WEIGHTS holds the backbone (no ImageNet-21k download)
-    cfg.PART_DISTILLATION.OBJECT_MASKS.MODEL = "detic"
-    cfg.merge_from_list(list(opts))
+    inference = ["TEST.DETECTIONS_PER_IMAGE", str(DETIC_DETECTIONS_PER_IMAGE),
+                 "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", "rand",  # the vocabulary is set after the build
+                 "MODEL.ROI_HEADS.ONE_CLASS_PER_PROPOSAL", "True",
+                 "MODEL.TIMM.PRETRAINED", "False",  # MODEL.WEIGHTS holds the backbone: no ImageNet-21k download
+                 "PART_DISTILLATION.OBJECT_MASKS.MODEL", "detic"]
+    cfg = load_part_d2_config(config_file, inference + list(opts), (detic.add_centernet_config, detic.add_detic_config))
     for key, value in resolve_checkout_paths(cfg, detic.root).items():
         logger.info(f"Detic config {key}: {value} (relative to the checkout {detic.root})")
     return cfg
