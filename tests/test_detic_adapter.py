@@ -243,7 +243,7 @@ def test_checkout_from_another_folder_and_config_file_errors(env, tmp_path):
         compat.import_detic(str(other))
     with pytest.raises(ConfigError, match="absent.yaml: .*does not exist"):
         load_detic_config("configs/absent.yaml", (), env.root)
-    with pytest.raises(ConfigError, match="StandIn.yaml or its overrides: .*odd length"):
+    with pytest.raises(ConfigError, match=r"StandIn.yaml: expected KEY VALUE pairs, got 1 items"):
         load_detic_config(CONFIG, ["MODEL.WEIGHTS"], env.root)
 
 
@@ -374,6 +374,10 @@ def test_missing_or_wrong_clip_weights_are_one_line_errors(env):
     torch.save({"token_embedding.weight": torch.zeros(3, 3)}, str(env.tmp / "other.pt"))
     model.clip_weights = str(env.tmp / "other.pt")
     with pytest.raises(PartDatasetError, match="other.pt: not CLIP ViT-B/32 weights"):
+        model.set_vocabulary(["dog"])
+    np.save(str(env.tmp / "emb.npy"), np.zeros((1, 4)))
+    model.clip_weights = str(env.tmp / "emb.npy")
+    with pytest.raises(PartDatasetError, match="emb.npy: not CLIP weights"):
         model.set_vocabulary(["dog"])
 
 

@@ -34,7 +34,7 @@ from part_d2.compat.detic import (
 )
 from part_d2.config import load_part_d2_config
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
-from part_d2.utils.errors import MissingDependencyError, PartDatasetError
+from part_d2.utils.errors import ConfigError, MissingDependencyError, PartDatasetError
 from part_d2.utils.safe_checkpoint import verify_weights_file
 
 logger = logging.getLogger(__name__)
@@ -210,6 +210,8 @@ def load_detic_config(config_file: str, opts=(), detic_root: str = ""):
     Detic is imported with :func:`detic_checkout`. A relative ``config_file`` missing from the working
     directory is looked up in the checkout.
     """
+    if len(opts) % 2:
+        raise ConfigError(f"overrides of {config_file}: expected KEY VALUE pairs, got {len(opts)} items {list(opts)}")
     detic = detic_checkout(config_file, detic_root)
     config_file = resolve_checkout_path(config_file, detic.root)
     inference = ["TEST.DETECTIONS_PER_IMAGE", str(DETIC_DETECTIONS_PER_IMAGE),
@@ -245,8 +247,9 @@ def read_clip_text_weights(path: str) -> Dict:
         pass
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise PartDatasetError(f"{path}: not readable CLIP weights ({str(e).splitlines()[0]})") from None
+    except Exception:  # noqa: BLE001 - any unreadable file is the same user error
+        raise PartDatasetError(f"{path}: not CLIP weights (neither a TorchScript archive nor a torch state dict)") \
+            from None
     if not isinstance(state, dict):
         raise PartDatasetError(f"{path}: not CLIP weights (no state dict in it)")
     return state
