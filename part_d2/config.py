@@ -67,14 +67,18 @@ def _yacs_message(e: Exception) -> str:
     return " ".join(str(e.args[0] if e.args else e).split())
 
 
-def load_part_d2_config(config_file: str = "", opts=()):
-    """detectron2's default config + part_d2's keys, merged with a YAML file and KEY VALUE pairs.
+def load_part_d2_config(config_file: str = "", opts=(), add_other_configs=()):
+    """detectron2's default config + part_d2's keys (+ ``add_other_configs``: functions adding
+    another project's keys, e.g. Detic's, called after part_d2's so that their definitions win),
+    merged with a YAML file and KEY VALUE pairs.
 
     Raises:
         ConfigError: naming the file and the key, for an unknown key, a bad value or a missing file.
     """
     cfg = get_cfg()
     add_part_d2_config(cfg)
+    for add_config in add_other_configs:
+        add_config(cfg)
     if config_file:
         try:
             cfg.merge_from_file(config_file)
@@ -263,7 +267,8 @@ def _add_part_distillation_config(cfg):
     om.SCORE_THRESH = 0.0  # and only those scoring above this
     om.VOCABULARY = []  # class names of the detector's outputs (empty: VOCABULARY_FILE / the dataset's classes)
     om.VOCABULARY_FILE = ""  # Detic: class names, one per line or a json list (empty: the dataset's object classes)
-    om.VOCABULARY_EMBEDDINGS = ""  # Detic: (C, D) .npy text embeddings of VOCABULARY (empty: CLIP if importable)
+    om.VOCABULARY_EMBEDDINGS = ""  # Detic: (C, D) .npy text embeddings of VOCABULARY (empty: CLIP's text encoder)
+    om.CLIP_WEIGHTS = ""  # Detic: CLIP ViT-B/32 weights file for the text encoder (empty: ~/.cache/clip/ViT-B-32.pt)
     pg = pd.PIXEL_GROUPING = CN()
     pg.FEATURE_KEYS = ["res3", "res4"]  # backbone features, resized to the first one's stride and concatenated
     pg.NORMALIZE_FEATURES = False  # L2-normalise pixel features before k-means (reference: False)

@@ -131,5 +131,5 @@ PARSE_ONLY: Dict[str, str] = {
                             "detectron2 checkout; its test, tests/test_numpy2_lane.py, runs in this suite",
     "python tests/test_faults.py": "rewrites docs/RELIABILITY.md in the checkout; test_faults.py's doc-up-to-date "
                                    "test renders the same catalog and compares",
-    "--detic": "needs a Detic checkout, its weights and CLIP (the adapter is tested with a stand-in predictor)",
+    "--detic": "needs a Detic checkout, its weights and CLIP (tests/test_detic_adapter.py: a stand-in checkout)",
 }

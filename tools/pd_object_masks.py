@@ -8,8 +8,11 @@
         PART_DISTILLATION.OBJECT_MASKS.VOCABULARY "['dog', 'cat']" \
         PART_DISTILLATION.OBJECT_MASKS.VOCABULARY_EMBEDDINGS vocab_clip.npy
 
-Keeps the top-k detections of each image's own class (else of any class), see
-PART_DISTILLATION.OBJECT_MASKS. Output: a sharded part json with ``objects`` (register it with
+With --detic, Detic is imported from the clone holding the config file (else from PYTHONPATH), with
+the compatibility patches of part_d2/compat/detic.py; a vocabulary of names needs CLIP ViT-B/32
+weights (PART_DISTILLATION.OBJECT_MASKS.CLIP_WEIGHTS, default ~/.cache/clip/ViT-B-32.pt), one of
+embeddings does not (VOCABULARY_EMBEDDINGS). Keeps the top-k detections of each image's own class
+(else of any class), see PART_DISTILLATION.OBJECT_MASKS. Output: a sharded part json with ``objects`` (register it with
 part_d2.data.shards.register_stage_output) and ``object_masks.json`` for
 ``INPUT.OBJECT_MASK.SOURCE stored``. Interrupted runs resume.
 """

@@ -12,30 +12,32 @@ ImageNet-21K with its own class names). Detic keeps ``TEST.DETECTIONS_PER_IMAGE`
 image, set to the reference's 1000 by :func:`load_detic_config` (``sh_files/detic/run.sh`` of
 facebookresearch/PartDistillation; Detic's own configs say 300) unless the command line overrides it.
 
-Detic is imported only when asked for; see :func:`import_detic` for its installation.
+Detic (a user's clone, made importable with the compatibility patches of :mod:`part_d2.compat.detic`)
+is imported only when asked for. :class:`DeticObjectModel` is the one Detic path: stage 0 wraps it
+in :class:`ObjectMaskModel`, and :func:`build_detic_object_model` builds it for the part segmenter.
 """
 import logging
+import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultPredictor
+from detectron2.structures import Instances
 
-from part_d2.config import add_part_d2_config
+from part_d2.compat.detic import (
+    DeticModules,
+    find_detic_root,
+    import_detic,
+    resolve_checkout_path,
+    resolve_checkout_paths,
+)
+from part_d2.config import load_part_d2_config
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
-from part_d2.utils.errors import PartDatasetError
+from part_d2.utils.errors import ConfigError, MissingDependencyError, PartDatasetError
 from part_d2.utils.safe_checkpoint import verify_weights_file
 
 logger = logging.getLogger(__name__)
-
-DETIC_INSTALL_HINT = (
-    "Detic is not importable. Install it from source: `git clone --recursive "
-    "https://github.com/facebookresearch/Detic` (the --recursive brings its third_party/CenterNet2 "
-    "submodule), `pip install -r Detic/requirements.txt`, then add both `Detic` and "
-    "`Detic/third_party/CenterNet2` to PYTHONPATH."
-)
-
 
 def normalize_class_name(name: str) -> str:
     return " ".join(name.lower().replace("_", " ").split())
@@ -63,7 +65,8 @@ class ObjectMaskModel:
 
     Args:
         predictor: callable (H, W, 3) uint8 image in ``input_format`` -> ``{"instances": Instances}``
-            with ``pred_masks``, ``scores``, ``pred_classes``.
+            (a detectron2 predictor) or ``Instances`` (a :class:`DeticObjectModel`), with
+            ``pred_masks``, ``scores``, ``pred_classes``.
         class_names: the vocabulary (names of ``pred_classes``).
         record_class_names: names of the records' ``object_category_id`` (the dataset's object classes).
     """
@@ -86,7 +89,8 @@ class ObjectMaskModel:
         """Objects ``{"segmentation": RLE, "bbox": XYWH, "area", "score", "category_id": vocabulary
         index, "class_name"}`` at the image's resolution, by decreasing score."""
         image = image_rgb[:, :, ::-1] if self.input_format == "BGR" else image_rgb
-        inst = self.predictor(np.ascontiguousarray(image))["instances"].to("cpu")
+        out = self.predictor(np.ascontiguousarray(image))
+        inst = (out if isinstance(out, Instances) else out["instances"]).to("cpu")
         scores = inst.scores.numpy()
         classes = inst.pred_classes.numpy()
         keep = select_detections(scores, classes, self.own_class(record), self.topk, self.score_thresh)
@@ -102,38 +106,9 @@ class ObjectMaskModel:
         return objects
 
 
-def import_detic():
-    """Import Detic's config helpers and text encoder, or raise ImportError with install steps."""
-    try:
-        from centernet.config import add_centernet_config
-        from detic.config import add_detic_config
-        from detic.modeling.text.text_encoder import build_text_encoder
-    except ImportError as e:
-        raise ImportError(f"{DETIC_INSTALL_HINT} ({e})") from None
-    return add_centernet_config, add_detic_config, build_text_encoder
-
-
-def vocabulary_embeddings(class_names: Sequence[str], npy_file: str = "", prompt: str = "a "):
-    """(D, C) float32 L2-normalisable text embeddings of the vocabulary.
-
-    From ``npy_file`` ((C, D), e.g. Detic's ``datasets/metadata/*_clip_a+cname.npy``) when given;
-    else computed with Detic's CLIP text encoder (needs its weights locally).
-    """
-    import torch
-
-    if npy_file:
-        emb = np.load(npy_file)
-        if emb.ndim != 2 or emb.shape[0] != len(class_names):
-            raise ValueError(f"{npy_file}: expected ({len(class_names)}, D) embeddings, got shape {emb.shape}")
-        return torch.as_tensor(emb, dtype=torch.float32).t().contiguous()
-    _, _, build_text_encoder = import_detic()
-    encoder = build_text_encoder(pretrain=True).eval()
-    with torch.no_grad():
-        return encoder([prompt + n for n in class_names]).detach().float().t().contiguous().cpu()
-
-
 def set_detic_vocabulary(model, zs_weight) -> None:
-    """Replace the zero-shot classifier of every cascade stage of a Detic model.
+    """Replace the zero-shot classifier of every cascade stage of a Detic model (as Detic's
+    ``detic.modeling.utils.reset_cls_test``).
 
     Args:
         zs_weight: (D, C) text embeddings; a zero background column is appended and, where the
@@ -149,7 +124,9 @@ def set_detic_vocabulary(model, zs_weight) -> None:
     weight = weight.to(next(model.parameters()).device)
     model.roi_heads.num_classes = zs_weight.shape[1]
     for p in predictors:
-        p.cls_score.zs_weight = weight
+        # a Parameter (config "rand") or a buffer (a .npy config): replaced by a buffer, which moves with the model
+        del p.cls_score.zs_weight
+        p.cls_score.register_buffer("zs_weight", weight, persistent=False)
 
 
 DETIC_DETECTIONS_PER_IMAGE = 1000
@@ -199,14 +176,13 @@ def build_object_mask_model(cfg, record_class_names: Sequence[str] = ()) -> Obje
     if om.MODEL not in ("detectron2", "detic"):
         raise ValueError(f"PART_DISTILLATION.OBJECT_MASKS.MODEL={om.MODEL!r}; expected 'detectron2' or 'detic'")
     if om.MODEL == "detic":
-        import_detic()
+        detic = DeticObjectModel(cfg, import_detic(), om.CLIP_WEIGHTS)
+        detic.set_vocabulary(vocabulary_names(om, record_class_names), om.VOCABULARY_EMBEDDINGS)
+        return ObjectMaskModel(detic, detic.class_names, record_class_names, om.TOPK, om.SCORE_THRESH, "BGR")
     verify_weights_file(cfg.MODEL.WEIGHTS)  # a bad file: one-line error, not detectron2's traceback
     predictor = DefaultPredictor(cfg)  # loads MODEL.WEIGHTS; takes BGR images
     names = list(om.VOCABULARY)
-    if om.MODEL == "detic":
-        names = vocabulary_names(om, record_class_names)
-        set_detic_vocabulary(predictor.model, vocabulary_embeddings(names, om.VOCABULARY_EMBEDDINGS))
-    elif not names and om.VOCABULARY_FILE:
+    if not names and om.VOCABULARY_FILE:
         names = read_vocabulary_file(om.VOCABULARY_FILE)
     elif not names:
         train = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else ""
@@ -219,18 +195,157 @@ def build_object_mask_model(cfg, record_class_names: Sequence[str] = ()) -> Obje
     return ObjectMaskModel(predictor, names, record_class_names, om.TOPK, om.SCORE_THRESH, "BGR")
 
 
-def load_detic_config(config_file: str, opts=()):
-    """detectron2 + part_d2 + CenterNet2 + Detic keys, merged with a Detic YAML, then the reference's
-    ``TEST.DETECTIONS_PER_IMAGE`` 1000, then the overrides ``opts``."""
-    add_centernet_config, add_detic_config, _ = import_detic()
-    cfg = get_cfg()
-    add_centernet_config(cfg)
-    add_detic_config(cfg)
-    add_part_d2_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.TEST.DETECTIONS_PER_IMAGE = DETIC_DETECTIONS_PER_IMAGE
-    cfg.MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH = "rand"
-    cfg.MODEL.ROI_HEADS.ONE_CLASS_PER_PROPOSAL = True
-    cfg.PART_DISTILLATION.OBJECT_MASKS.MODEL = "detic"
-    cfg.merge_from_list(list(opts))
+def detic_checkout(config_file: str, detic_root: str = "") -> DeticModules:
+    """Detic imported from ``detic_root``, else from the checkout holding ``config_file``, else from
+    wherever it is importable (PYTHONPATH)."""
+    return import_detic(detic_root or find_detic_root(config_file))
+
+
+def load_detic_config(config_file: str, opts=(), detic_root: str = ""):
+    """detectron2 + part_d2 + CenterNet2 + Detic keys, merged with a Detic YAML, then inference
+    settings (the reference's ``TEST.DETECTIONS_PER_IMAGE`` 1000, the vocabulary set after the
+    build, no backbone pretraining download), then the overrides ``opts``; the checkout's relative paths
+    resolved (:func:`part_d2.compat.detic.resolve_checkout_paths`).
+
+    Detic is imported with :func:`detic_checkout`. A relative ``config_file`` missing from the working
+    directory is looked up in the checkout.
+    """
+    if len(opts) % 2:
+        raise ConfigError(f"overrides of {config_file}: expected KEY VALUE pairs, got {len(opts)} items {list(opts)}")
+    detic = detic_checkout(config_file, detic_root)
+    config_file = resolve_checkout_path(config_file, detic.root)
+    inference = ["TEST.DETECTIONS_PER_IMAGE", str(DETIC_DETECTIONS_PER_IMAGE),
+                 "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH", "rand",  # the vocabulary is set after the build
+                 "MODEL.ROI_HEADS.ONE_CLASS_PER_PROPOSAL", "True",
+                 "MODEL.TIMM.PRETRAINED", "False",  # MODEL.WEIGHTS holds the backbone: no ImageNet-21k download
+                 "PART_DISTILLATION.OBJECT_MASKS.MODEL", "detic"]
+    cfg = load_part_d2_config(config_file, inference + list(opts), (detic.add_centernet_config, detic.add_detic_config))
+    for key, value in resolve_checkout_paths(cfg, detic.root).items():
+        logger.info(f"Detic config {key}: {value} (relative to the checkout {detic.root})")
     return cfg
+
+
+CLIP_DEFAULT_WEIGHTS = os.path.join("~", ".cache", "clip", "ViT-B-32.pt")  # where CLIP's clip.load downloads
+CLIP_PROMPT = "a "  # Detic's class-name prompt (its datasets/metadata/*_clip_a+cname.npy files)
+
+
+def read_clip_text_weights(path: str) -> Dict:
+    """State dict of a CLIP ViT-B/32 weights file: OpenAI's released TorchScript archive
+    (``ViT-B-32.pt``) or a ``torch.save``-d state dict (of the whole model or its text encoder)."""
+    import torch
+
+    if not path:
+        path = os.path.expanduser(CLIP_DEFAULT_WEIGHTS)
+    if not os.path.isfile(path):
+        raise MissingDependencyError(
+            f"{path}: CLIP ViT-B/32 weights not found (needed for a vocabulary given as names): download "
+            "ViT-B-32.pt as openai/CLIP's clip.load('ViT-B/32') does and give its path, or give the vocabulary's "
+            "text embeddings as a (C, 512) .npy")
+    try:
+        return torch.jit.load(path, map_location="cpu").state_dict()
+    except (RuntimeError, ValueError):  # not TorchScript: a state dict
+        pass
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable file is the same user error
+        raise PartDatasetError(f"{path}: not CLIP weights (neither a TorchScript archive nor a torch state dict)") \
+            from None
+    if not isinstance(state, dict):
+        raise PartDatasetError(f"{path}: not CLIP weights (no state dict in it)")
+    return state
+
+
+def load_clip_text_encoder(build_text_encoder: Callable, clip_weights: str = ""):
+    """Detic's CLIP text encoder (``build_text_encoder(pretrain=False)``) with the text-encoder
+    weights of ``clip_weights`` (empty: CLIP's download location), in float32, eval mode."""
+    import torch
+
+    encoder = build_text_encoder(pretrain=False)
+    state = read_clip_text_weights(clip_weights)
+    wanted = encoder.state_dict()
+    missing = [k for k in wanted if k not in state or tuple(state[k].shape) != tuple(wanted[k].shape)]
+    if missing:
+        raise PartDatasetError(f"{clip_weights or CLIP_DEFAULT_WEIGHTS}: not CLIP ViT-B/32 weights ({missing[0]} "
+                               f"and {len(missing) - 1} more text-encoder tensors missing or of another shape)")
+    encoder.load_state_dict({k: state[k].to(torch.float32) for k in wanted})
+    return encoder.float().eval()
+
+
+def read_vocabulary_npy(path: str, num_classes: Optional[int] = None) -> np.ndarray:
+    """(C, D) float32 text embeddings of a ``.npy`` file (e.g. Detic's
+    ``datasets/metadata/lvis_v1_clip_a+cname.npy``); ``num_classes``: the C it must have."""
+    try:
+        emb = np.load(path)
+    except (OSError, ValueError) as e:
+        raise PartDatasetError(f"{path}: cannot read the vocabulary embeddings ({str(e).splitlines()[0]})") from None
+    if emb.ndim != 2 or (num_classes is not None and emb.shape[0] != num_classes):
+        want = f"({num_classes}, D)" if num_classes is not None else "(C, D)"
+        raise PartDatasetError(f"{path}: expected {want} vocabulary embeddings, got shape {tuple(emb.shape)}")
+    return emb.astype(np.float32)
+
+
+class DeticObjectModel:
+    """Detic with a vocabulary that can change between calls (the "detic" object source).
+
+    ``model(image_bgr)``: (H, W, 3) uint8 BGR -> detectron2 ``Instances`` on the CPU at the image's
+    size with ``pred_masks`` (N, H, W) bool, ``scores`` (N,), ``pred_classes`` (N,) indices into
+    :attr:`class_names`, ``pred_boxes``.
+
+    Args:
+        cfg: a Detic config (:func:`load_detic_config`) with ``MODEL.WEIGHTS`` (empty: random weights).
+        detic: the imported checkout (:func:`part_d2.compat.detic.import_detic`).
+        clip_weights: CLIP ViT-B/32 weights for vocabularies given as names (empty: CLIP's download location).
+    """
+
+    def __init__(self, cfg, detic: DeticModules, clip_weights: str = ""):
+        verify_weights_file(cfg.MODEL.WEIGHTS)  # a bad file: one-line error, not detectron2's traceback
+        self.predictor = DefaultPredictor(cfg)  # loads MODEL.WEIGHTS; takes BGR images
+        self._build_text_encoder, self.clip_weights = detic.build_text_encoder, clip_weights
+        self._text_encoder = None  # built at the first vocabulary given as names
+        self.class_names: List[str] = []
+
+    def text_embeddings(self, names: Sequence[str]):
+        """(D, C) float32 tensor: CLIP text embeddings of ``CLIP_PROMPT + name``."""
+        import torch
+
+        if self._text_encoder is None:
+            self._text_encoder = load_clip_text_encoder(self._build_text_encoder, self.clip_weights)
+        with torch.no_grad():
+            return self._text_encoder([CLIP_PROMPT + n for n in names]).float().t().contiguous().cpu()
+
+    def set_vocabulary(self, names: Optional[Sequence[str]] = None, npy: str = "") -> None:
+        """Detect ``names`` (embedded with CLIP), or the classes of ``npy`` ((C, D) text embeddings;
+        with ``names``, C = len(names); without, the classes are unnamed: "")."""
+        import torch
+
+        if npy:
+            emb = read_vocabulary_npy(npy, len(names) if names else None)
+            zs_weight = torch.from_numpy(emb).t().contiguous()
+            names = list(names) if names else [""] * emb.shape[0]
+        elif names:
+            zs_weight = self.text_embeddings(names)
+        else:
+            raise PartDatasetError("Detic needs a vocabulary: class names or a (C, D) .npy of their text embeddings")
+        set_detic_vocabulary(self.predictor.model, zs_weight)
+        self.class_names = list(names)
+
+    def __call__(self, image_bgr: np.ndarray) -> Instances:
+        return self.predictor(image_bgr)["instances"].to("cpu")
+
+
+def build_detic_object_model(detic_root: str, config_file: str, weights: str,
+                             vocabulary: Optional[Sequence[str]] = None, vocabulary_npy: str = "",
+                             clip_weights: str = "", device: str = "cpu",
+                             detections_per_image: int = DETIC_DETECTIONS_PER_IMAGE,
+                             opts: Sequence[str] = ()) -> DeticObjectModel:
+    """Detic of the checkout ``detic_root`` (see :func:`load_detic_config`) from ``config_file``
+    (a path, or relative to the checkout) and ``weights`` (empty: random), with a vocabulary of
+    names and/or a ``.npy`` (see :meth:`DeticObjectModel.set_vocabulary`; none: set it later)."""
+    cfg = load_detic_config(config_file, list(opts), detic_root)
+    cfg.MODEL.WEIGHTS = weights
+    cfg.MODEL.DEVICE = device
+    cfg.TEST.DETECTIONS_PER_IMAGE = detections_per_image
+    model = DeticObjectModel(cfg, detic_checkout(config_file, detic_root), clip_weights)
+    if vocabulary or vocabulary_npy:
+        model.set_vocabulary(vocabulary, vocabulary_npy)
+    return model

@@ -41,3 +41,8 @@ class ImageReadError(RuntimeError):
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and the key."""
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency the user supplies (a source checkout, a package, a weights file) is
+    missing; the message names it and how to get it. An ImportError, so tools report it as one line."""
