@@ -340,7 +340,7 @@ def _add_segmenter_config(cfg):
     seg.OBJECT_WEIGHTS = ""  # "model"/"detic": its weights ("" with "model": MODEL.WEIGHTS)
     seg.VOCABULARY = []  # object class names: Detic's vocabulary; "model": keep only these classes ([]: all)
     seg.VOCABULARY_NPY = ""  # "detic": (C, D) CLIP text embeddings of VOCABULARY instead of the CLIP encoder
-    seg.DETIC_ROOT = ""  # "detic": the user's Detic checkout (with third_party/CenterNet2)
+    seg.DETIC_ROOT = ""  # "detic": the user's Detic checkout (empty: the one holding OBJECT_CONFIG)
     seg.CLIP_WEIGHTS = ""  # "detic": CLIP ViT-B/32 weights file for names without VOCABULARY_NPY
     seg.MAX_OBJECTS = 10  # "model"/"detic": keep at most this many objects per image (highest scores)
     seg.OBJECT_SCORE_THRESHOLD = 0.5  # keep objects scoring at least this (the demos' --confidence-threshold)

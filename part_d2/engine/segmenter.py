@@ -50,10 +50,10 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.structures import Instances
 
-from part_d2.data import object_mask_models
 from part_d2.data.dataset_mapper import PartDatasetMapper, build_part_augmentations
 from part_d2.data.image_io import ImageReadError, has_alpha_channel, read_alpha_channel, read_image_checked
 from part_d2.data.object_mask_models import (
+    build_detic_object_model,
     build_object_mask_model,
     normalize_class_name,
     select_detections,
@@ -148,19 +148,16 @@ def build_object_model(cfg, part_cfg):
 
 
 def build_detic_model(cfg):
-    """The "detic" source's detector (the ``detic`` adapter's ``build_detic_object_model``)."""
-    build = getattr(object_mask_models, "build_detic_object_model", None)
-    if build is None:
-        raise ConfigError("SEGMENTER.OBJECT_SOURCE detic: this part_d2 has no Detic adapter "
-                          "(part_d2.data.object_mask_models.build_detic_object_model)")
+    """The "detic" source's detector (:func:`part_d2.data.object_mask_models.build_detic_object_model`;
+    the checkout is ``SEGMENTER.DETIC_ROOT``, else the one holding ``OBJECT_CONFIG``)."""
     s = cfg.SEGMENTER
-    for key, value in (("DETIC_ROOT", s.DETIC_ROOT), ("OBJECT_CONFIG", s.OBJECT_CONFIG),
-                       ("OBJECT_WEIGHTS", s.OBJECT_WEIGHTS)):
+    for key, value in (("OBJECT_CONFIG", s.OBJECT_CONFIG), ("OBJECT_WEIGHTS", s.OBJECT_WEIGHTS)):
         if not value:
             raise ConfigError(f"SEGMENTER.OBJECT_SOURCE detic needs SEGMENTER.{key}")
-    return build(s.DETIC_ROOT, s.OBJECT_CONFIG, s.OBJECT_WEIGHTS, vocabulary=list(s.VOCABULARY) or None,
-                 vocabulary_npy=s.VOCABULARY_NPY, clip_weights=s.CLIP_WEIGHTS, device=cfg.MODEL.DEVICE,
-                 detections_per_image=s.MAX_OBJECTS)
+    return build_detic_object_model(s.DETIC_ROOT, s.OBJECT_CONFIG, s.OBJECT_WEIGHTS,
+                                    vocabulary=list(s.VOCABULARY) or None, vocabulary_npy=s.VOCABULARY_NPY,
+                                    clip_weights=s.CLIP_WEIGHTS, device=cfg.MODEL.DEVICE,
+                                    detections_per_image=s.MAX_OBJECTS)
 
 
 def _object_class_names(cfg, centroids: Optional[PartCentroids]) -> List[str]:
