@@ -46,6 +46,7 @@ def add_part_d2_config(cfg):
     _add_part_distillation_config(cfg)
     _add_pipeline_config(cfg)
     _add_federated_loss_config(cfg)
+    _add_segmenter_config(cfg)
     return cfg
 
 
@@ -135,7 +136,6 @@ def _add_eval_config(cfg):
     cfg.TEST.LVIS_EVAL = CN()
     cfg.TEST.LVIS_EVAL.MAX_DETS = 300  # LVIS-style evaluation (evaluator_type "lvis"): detections kept per image
     cfg.TEST.DETECTIONS_PER_IMAGE = 200  # at most this many part predictions per image
-    cfg.TEST.DEMO_CONFIDENCE = 0.5  # demo: default score threshold of drawn parts
 
 
 def _add_solver_config(cfg):
@@ -320,3 +320,27 @@ def _add_federated_loss_config(cfg):
         cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = False  # per-class sigmoid CE instead of softmax CE
         cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER = 0.5  # negatives sampled with prob ~ image_count ** this
         cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES = 50  # classes per batch in the federated loss
+
+
+def _add_segmenter_config(cfg):
+    """``PartSegmenter`` (part_d2/engine/segmenter.py, tools/demo.py): objects of a photo, then their parts."""
+    seg = cfg.SEGMENTER = CN()
+    # objects: "auto" (the alpha channel of RGBA inputs, else the whole image), "model" (a detectron2
+    # instance model), "detic" (a Detic checkout), "alpha", "image" (the whole image is one object)
+    seg.OBJECT_SOURCE = "auto"
+    # parts: "auto" (object_aware for 4-channel models, else proposals), "object_aware" (one pass per
+    # object with its mask), "proposals" (one pass per image, clipped per object), "grouping" (k-means)
+    seg.PART_SOURCE = "auto"
+    seg.OBJECT_CONFIG = ""  # "model"/"detic": config of the object model ("" with "model": this config)
+    seg.OBJECT_WEIGHTS = ""  # "model"/"detic": its weights ("" with "model": MODEL.WEIGHTS)
+    seg.VOCABULARY = []  # object class names: Detic's vocabulary; "model": keep only these classes ([]: all)
+    seg.VOCABULARY_NPY = ""  # "detic": (C, D) CLIP text embeddings of VOCABULARY instead of the CLIP encoder
+    seg.DETIC_ROOT = ""  # "detic": the user's Detic checkout (with third_party/CenterNet2)
+    seg.CLIP_WEIGHTS = ""  # "detic": CLIP ViT-B/32 weights file for names without VOCABULARY_NPY
+    seg.MAX_OBJECTS = 10  # "model"/"detic": keep at most this many objects per image (highest scores)
+    seg.OBJECT_SCORE_THRESHOLD = 0.5  # keep objects scoring at least this (the demos' --confidence-threshold)
+    seg.TOPK = 10  # keep at most this many parts per object (highest scores)
+    seg.PART_SCORE_THRESHOLD = 0.3  # keep parts scoring at least this
+    seg.NON_OVERLAPPING = False  # give each pixel to the highest-scoring part of its object
+    seg.CRF = False  # dense-CRF smoothing of each object's parts (PART_DISTILLATION.PIXEL_GROUPING.CRF.* params)
+    seg.PART_CENTROIDS = ""  # "proposals": stage-2 output folder (part_centroids.*) naming parts per object class

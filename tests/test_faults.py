@@ -452,9 +452,9 @@ CASES = [
          r"--confidence-threshold -3.0: must be a score in \[0, 1\]", demo("--confidence-threshold", "-3")),
     Case("demo-no-images", "demo", "--input matching no image", "error", r"--input \S+/\*.xyz: no images found",
          demo(inputs=lambda tmp: [str(tmp / "*.xyz")])),
-    Case("demo-gt-source", "demo", "object-mask source `perfect` (needs ground truth)", "error",
-         r"the demo has no ground truth; set INPUT.OBJECT_MASK.SOURCE to rgba, stored or model",
-         lambda tmp: _demo_gt_source(tmp)),
+    Case("demo-topk-zero", "demo", "`--topk 0`", "error", r"--topk 0: must be an integer >= 1", demo("--topk", "0")),
+    Case("demo-part-thresh-high", "demo", "`--part-score-threshold 2`", "error",
+         r"--part-score-threshold 2.0: must be a score in \[0, 1\]", demo("--part-score-threshold", "2")),
     Case("demo-weights-missing", "demo", "MODEL.WEIGHTS file does not exist", "error",
          rf"{P}gone.pth: checkpoint file not found", lambda tmp: _demo_missing_weights(tmp)),
     # offline stages and provenance
@@ -519,12 +519,6 @@ def _stored_masks(tmp):
     main, argv = baselines_on()(tmp)
     masks = _write(tmp / "masks.json", json.dumps({f"{i}.png": [{"size": [32, 40], "counts": "~~~"}] for i in (0, 1)}))
     return main, argv + ["INPUT.OBJECT_MASK.SOURCE", "stored", "INPUT.OBJECT_MASK.STORED_JSON", masks]
-
-
-def _demo_gt_source(tmp):
-    main, argv = demo()(tmp)
-    return main, argv + ["INPUT.OBJECT_MASK.ENABLED", "True", "MODEL.PIXEL_MEAN", "[1., 1., 1., 1.]",
-                         "MODEL.PIXEL_STD", "[1., 1., 1., 1.]"]
 
 
 def _demo_missing_weights(tmp):
@@ -779,7 +773,8 @@ def test_demo_outputs_are_unique_per_input(tmp_path):
         os.link(os.path.join(root, "images", "0.png"), tmp_path / d / "x.png")
     main, argv = demo(inputs=lambda tmp: [str(tmp / "a" / "x.png"), str(tmp / "b" / "x.png")])(tmp_path)
     main(argv)
-    assert sorted(os.listdir(tmp_path / "demo")) == [".lock", "a__x_parts.png", "b__x_parts.png", "results.json"]
+    assert sorted(os.listdir(tmp_path / "demo")) == [".lock", "a__x_parts.json", "a__x_parts.png", "b__x_parts.json",
+                                                     "b__x_parts.png", "results.json"]
 
 
 def test_stage_new_folder_and_resumed_stage_keep_their_fingerprint(tmp_path):
@@ -817,7 +812,7 @@ EXTRA_ROWS = [
      "the previous model_X.pth and last_checkpoint intact; `--resume` loads it; the next save removes the temp file"),
     ("second process with --wait-for-lock", "all tools writing an output", "waits",
      "waits until the first process ends"),
-    ("two demo inputs with the same base name", "demo", "ok", "`a__x_parts.png` and `b__x_parts.png`"),
+    ("two demo inputs with the same base name", "demo", "ok", "`a__x_parts.{png,json}` and `b__x_parts.{png,json}`"),
     ("rerun of a stage with other inputs and `--on-mismatch new-folder`", "pd_* stages", "ok",
      "written to `OUTPUT-<fingerprint>`; the old output untouched"),
     ("stage killed, resumed with the same inputs", "pd_* stages", "resume", "byte-identical to an uninterrupted run"),

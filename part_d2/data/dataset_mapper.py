@@ -11,7 +11,7 @@ background), and at test time the mask is also kept at the original resolution a
 import copy
 import logging
 from collections import Counter
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -147,7 +147,16 @@ class PartDatasetMapper:
         image = read_image_checked(d["file_name"], self.image_format)
         check_image_size(d, image)
         object_mask = self.object_mask_source(d, image) if self.object_mask_source is not None else None
+        return self.map_image(d, image, object_mask)
 
+    def map_image(self, d: Dict, image: np.ndarray, object_mask: Optional[np.ndarray] = None) -> Dict:
+        """Map a record whose image is already decoded (the rest of :meth:`__call__`).
+
+        Args:
+            d: the record (modified and returned).
+            image: (H, W, 3) uint8 in ``image_format``.
+            object_mask: (H, W) bool object mask (the 4th channel, post-aware filtering), or None.
+        """
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image

@@ -7,7 +7,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from part_d2.utils.errors import ImageReadError
 
-__all__ = ["ImageReadError", "check_image_size", "read_alpha_channel", "read_image_checked"]
+__all__ = ["ImageReadError", "check_image_size", "has_alpha_channel", "read_alpha_channel", "read_image_checked"]
 
 
 def _to_8bit_rgb(img: Image.Image) -> Image.Image:
@@ -40,6 +40,17 @@ def read_image_checked(file_name: str, format: str = "BGR") -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{file_name}: cannot decode image ({e})") from None
     return convert_PIL_to_numpy(img, format)
+
+
+def has_alpha_channel(file_name: str) -> bool:
+    """Whether an image file has an alpha channel (RGBA, LA, or a palette with transparency)."""
+    if not os.path.isfile(file_name):
+        raise ImageReadError(f"{file_name}: image file not found")
+    try:
+        with Image.open(file_name) as img:
+            return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageReadError(f"{file_name}: cannot decode image ({e})") from None
 
 
 def read_alpha_channel(file_name: str) -> np.ndarray:

@@ -106,6 +106,7 @@ def refine_parts_with_crf(
     image_size: int = 640,
     margin: float = 0.1,
     reference_relabel_bug: bool = False,
+    keep_empty: bool = False,
     **crf_kwargs,
 ) -> np.ndarray:
     """Refine the disjoint parts of one object with :func:`dense_crf` (see the module docstring).
@@ -122,9 +123,10 @@ def refine_parts_with_crf(
         margin: "crop": crop margin as a fraction of the object box size.
         reference_relabel_bug: relabel with ``np.unique`` and drop output label 0 as the reference
             does (the first part is lost when the CRF's region has no background pixel).
+        keep_empty: return all P parts, those left empty included (part ``i`` stays at index ``i``).
         crf_kwargs: parameters of :func:`dense_crf`.
     Returns:
-        (P', H, W) bool refined parts, P' <= P, in part order.
+        (P', H, W) bool refined parts, P' <= P, in part order (P' = P with ``keep_empty``).
     """
     if mode not in CRF_MODES:
         raise ValueError(f"PIXEL_GROUPING.CRF.MODE={mode!r}; expected one of {CRF_MODES}")
@@ -146,7 +148,7 @@ def refine_parts_with_crf(
         labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
     refined = dense_crf(region, labels, num_parts + 1, **crf_kwargs)
     refined = _resize_nearest(refined, (y1 - y0, x1 - x0))
-    present = [c for c in range(1, num_parts + 1) if (refined == c).any()]
+    present = [c for c in range(1, num_parts + 1) if keep_empty or (refined == c).any()]
     out = np.zeros((len(present),) + object_mask.shape, dtype=bool)
     for i, c in enumerate(present):
         out[i, y0:y1, x0:x1] = refined == c

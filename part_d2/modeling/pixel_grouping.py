@@ -159,6 +159,17 @@ def select_backbone(model: torch.nn.Module, keys: Sequence[str]) -> torch.nn.Mod
     return backbone
 
 
+def crf_options(cfg) -> Dict:
+    """Keyword arguments of :func:`refine_parts_with_crf` from ``PART_DISTILLATION.PIXEL_GROUPING.CRF``."""
+    pg = cfg.PART_DISTILLATION.PIXEL_GROUPING
+    c = pg.CRF
+    return {"mode": c.MODE, "image_size": pg.IMAGE_SIZE, "margin": c.CROP_MARGIN,
+            "reference_relabel_bug": c.REFERENCE_RELABEL_BUG,
+            "gt_prob": c.GT_PROB, "iterations": c.ITERATIONS, "gaussian_sxy": c.GAUSSIAN_SXY,
+            "gaussian_compat": c.GAUSSIAN_COMPAT, "bilateral_sxy": c.BILATERAL_SXY,
+            "bilateral_srgb": c.BILATERAL_SRGB, "bilateral_compat": c.BILATERAL_COMPAT}
+
+
 class PixelGrouper:
     """Stage 1a on one image: ``grouper(image_rgb, object_masks, seed) -> [(P_i, H, W) bool]``."""
 
@@ -211,14 +222,6 @@ class PixelGrouper:
         if backbone is None:
             model = load_part_model(cfg)
             backbone = select_backbone(model, pg.FEATURE_KEYS)
-        crf = None
-        if pg.CRF.ENABLED:
-            c = pg.CRF
-            crf = {"mode": c.MODE, "image_size": pg.IMAGE_SIZE, "margin": c.CROP_MARGIN,
-                   "reference_relabel_bug": c.REFERENCE_RELABEL_BUG,
-                   "gt_prob": c.GT_PROB, "iterations": c.ITERATIONS, "gaussian_sxy": c.GAUSSIAN_SXY,
-                   "gaussian_compat": c.GAUSSIAN_COMPAT, "bilateral_sxy": c.BILATERAL_SXY,
-                   "bilateral_srgb": c.BILATERAL_SRGB, "bilateral_compat": c.BILATERAL_COMPAT}
         return {
             "backbone": backbone,
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
@@ -232,7 +235,7 @@ class PixelGrouper:
             "max_iter": pg.KMEANS_MAX_ITER,
             "metric": pg.METRIC,
             "image_size": pg.IMAGE_SIZE,
-            "crf": crf,
+            "crf": crf_options(cfg) if pg.CRF.ENABLED else None,
         }
 
     @torch.no_grad()

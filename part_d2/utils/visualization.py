@@ -1,5 +1,5 @@
 """Drawing part predictions: overlays, object contours and image collages (pure numpy + OpenCV)."""
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -29,7 +29,8 @@ def draw_parts(
         image_rgb: (H, W, 3) uint8.
         masks: (N, H, W) bool, drawn in order (later masks on top).
         scores: N scores written at each part's centroid, or None.
-        object_mask: (H, W) bool drawn as a white contour, or None.
+        object_mask: (H, W) bool, or (M, H, W) bool masks of several objects, drawn as white
+            contours, or None.
     Returns:
         (H, W, 3) uint8 RGB overlay.
     """
@@ -41,8 +42,8 @@ def draw_parts(
     for m, c in zip(masks, colors):
         contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, tuple(int(v) for v in c // 2), 1)
-    if object_mask is not None:
-        contours, _ = cv2.findContours(object_mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    for obj in [] if object_mask is None else (object_mask[None] if object_mask.ndim == 2 else object_mask):
+        contours, _ = cv2.findContours(obj.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
     if scores is not None:
         scale = max(0.3, min(out.shape[:2]) / 600)
@@ -51,6 +52,31 @@ def draw_parts(
             if len(xs):
                 cv2.putText(out, f"{s:.2f}", (int(xs.mean()), int(ys.mean())), cv2.FONT_HERSHEY_SIMPLEX,
                             scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def add_legend(image_rgb: np.ndarray, entries: Sequence[Tuple[str, Optional[Sequence[int]]]],
+               line_height: int = 16, width: int = 220) -> np.ndarray:
+    """Append a legend panel to the right of an image.
+
+    Args:
+        image_rgb: (H, W, 3) uint8.
+        entries: (text, colour) lines, top to bottom; a colour (RGB) draws a swatch before the
+            text, None writes the text as a heading.
+    Returns:
+        (max(H, lines * line_height + 8), W + width, 3) uint8: the image, then a dark panel.
+    """
+    h, w = image_rgb.shape[:2]
+    out = np.full((max(h, len(entries) * line_height + 8), w + width, 3), 32, np.uint8)
+    out[:h, :w] = image_rgb
+    for i, (text, color) in enumerate(entries):
+        y = 4 + i * line_height
+        x = w + 6
+        if color is not None:
+            cv2.rectangle(out, (x + 8, y + 3), (x + 18, y + line_height - 3), tuple(int(c) for c in color), -1)
+            x += 24
+        cv2.putText(out, text, (x, y + line_height - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return out
 
 
