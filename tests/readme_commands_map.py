@@ -129,4 +129,6 @@ PARSE_ONLY: Dict[str, str] = {
     "python tests/test_faults.py": "rewrites docs/RELIABILITY.md in the checkout; test_faults.py's doc-up-to-date "
                                    "test renders the same catalog and compares",
     "--detic": "needs a Detic checkout, its weights and CLIP (the adapter is tested with a stand-in predictor)",
+    "tools/web_demo.py": "starts a server; tests/test_web_demo.py runs the tool's main (server replaced by a "
+                         "recorder) and drives the page in a browser",
 }
