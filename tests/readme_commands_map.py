@@ -18,7 +18,9 @@ are the test's interpreter. Before running, each command is rewritten by:
    ``KEY VALUE`` overrides still come last and win;
 3. ``FAKE_WEIGHTS``: paper checkpoints named by a command are created in the workspace as randomly
    initialised weights of the tiny variant of the same architecture, in the file format of the
-   download (the official ``.pkl`` layout), so the loading path is the real one.
+   download (the official ``.pkl`` layout; ``torch.save`` of ``{"model": ...}`` for ``.pth``), so
+   the loading path is the real one. ``SEGMENTER.OBJECT_CONFIG X.yaml`` is made tiny like
+   ``--config-file``.
 """
 from typing import Dict, List, Tuple
 
@@ -44,6 +46,11 @@ SUBSTITUTIONS: List[Tuple[str, str, str]] = [
     (r"/path/to/PartImageNetPP", "raw/PartImageNetPP", "the fixture in the PartImageNet++ release's layout"),
     (r"datasets/synthetic_parts/", "datasets/synthetic_parts_mini/", "the mini variant of the synthetic dataset"),
     (r"(bench/run_all\.py)", r"\1 --scale 0.02 --cases evaluator,ss_loss", "two cases at 2% of the workload"),
+    (r"'photos/\*\.jpg'", "'datasets/partimagenet/images/**/*.JPEG'",
+     "the prepared PartImageNet fixture's images stand in for the user's photos"),
+    (r"--vocabulary cat,dog,person ", "", "random weights predict random COCO classes: keep them all"),
+    (r"(--object-source model.*)--confidence-threshold 0\.\d+", r"\1--confidence-threshold 0",
+     "random 80-class weights score objects near 1/81: keep the detections to exercise the part sources"),
     (r"(tools/quickstart\.py)$", "\\1 --demo-images 2 DATASETS.TRAIN \"('synthetic_parts_mini_train_agnostic',)\" "
      "DATASETS.TEST \"('synthetic_parts_mini_test_agnostic',)\" SOLVER.MAX_ITER 2 SOLVER.IMS_PER_BATCH 2 "
      "DATALOADER.NUM_WORKERS 0", "2 iterations on the mini dataset"),
@@ -114,6 +121,8 @@ TINY_CONFIGS: List[Tuple[str, Dict]] = [
 
 # Checkpoints the README commands download: created as random tiny weights of that architecture.
 FAKE_WEIGHTS: Dict[str, str] = {
+    "weights/model_final_3c8ec9.pkl": "configs/mask2former/maskformer2_R50_coco_instance.yaml",
+    "weights/part_proposal_model.pth": "projects/PartDistillation/configs/proposal_learning_swinL.yaml",
     "weights/mask2former_swinL_IN21k_384_coco_instance_q200.pkl":
         "configs/mask2former/maskformer2_swin_large_part_agnostic.yaml",
 }
@@ -131,4 +140,6 @@ PARSE_ONLY: Dict[str, str] = {
     "--detic": "needs a Detic checkout, its weights and CLIP (the adapter is tested with a stand-in predictor)",
     "tools/web_demo.py": "starts a server; tests/test_web_demo.py runs the tool's main (server replaced by a "
                          "recorder) and drives the page in a browser",
+    "--object-source detic": "needs a Detic checkout, its weights and CLIP (tests/test_segmenter.py runs the detic "
+                             "object source with a stand-in detector)",
 }

@@ -58,7 +58,8 @@ def rewrite(cmd: Command, ws: str) -> str:
     for pattern, repl, _why in SUBSTITUTIONS:
         text = re.sub(pattern, repl, text)
     text = text.replace("bash tools/setup_env.sh", f"bash {shlex.quote(os.path.join(ROOT, 'tools', 'setup_env.sh'))}")
-    return re.sub(r"--config-file (\S+\.yaml)", lambda m: "--config-file " + write_tiny_config(ws, m.group(1)), text)
+    return re.sub(r"(--config-file|SEGMENTER\.OBJECT_CONFIG) (\S+\.yaml)",
+                  lambda m: f"{m.group(1)} {write_tiny_config(ws, m.group(2))}", text)
 
 
 # ----------------------------------------------------------------------------- workspaces
@@ -128,6 +129,8 @@ def _prepared_datasets(ws: str):
 def _fake_weights(ws: str):
     import pickle
 
+    import torch
+
     from part_d2.engine.setup import load_config
     from part_d2.engine.trainer import PartTrainer
 
@@ -136,6 +139,9 @@ def _fake_weights(ws: str):
         model = PartTrainer.build_model(cfg)
         out = os.path.join(ws, path)
         os.makedirs(os.path.dirname(out), exist_ok=True)
+        if path.endswith(".pth"):  # a detectron2 training checkpoint (PartDistillation's released models)
+            torch.save({"model": model.state_dict()}, out)
+            continue
         with open(out, "wb") as f:
             pickle.dump({"model": {k: v.numpy() for k, v in model.state_dict().items()},
                          "__author__": "part_d2 tests (random tiny weights in the official layout)"}, f)

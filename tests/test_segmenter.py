@@ -313,3 +313,27 @@ def test_demo_writes_a_json_and_overlay_per_image(tmp_path):
     assert 0 < len(a["parts"]) <= 2 and all(p["object_id"] == 0 for p in a["parts"])
     b = json.loads((out / "b_parts.json").read_text())
     assert len(b["objects"]) == 1 and b["objects"][0]["bbox"] == [0.0, 0.0, W, H]  # the whole image
+
+
+@pytest.mark.parametrize("config,reference", [
+    ("configs/mask2former/maskformer2_R50_coco_instance.yaml",
+     ("mask2former_coco_instance_state_dict_shapes.json", "r50")),
+    ("projects/PartDistillation/configs/proposal_learning_swinL.yaml",
+     ("partdistillation_state_dict_shapes.json", "proposal")),
+])
+def test_recipe_configs_have_the_released_checkpoints_layout(config, reference):
+    """The demo recipes' configs (projects/PartDistillation/README.md) build the state_dict of the
+    official Mask2Former R50 COCO-instance model and of PartDistillation's released part-proposal model."""
+    import json
+
+    from test_mask2former_state_dict import REPO, build_on_meta
+
+    path = REPO.parent / "shared" / "reference" / reference[0]
+    if not path.is_file():
+        pytest.skip(f"reference shapes not found at {path}")
+    expected = json.loads(path.read_text())[reference[1]]
+    expected = {k: (v[0] if reference[1] == "proposal" else v) for k, v in expected.items()}
+    model = build_on_meta(config, num_classes=load_config(config).MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert sorted(set(expected) ^ set(shapes)) == []
+    assert {k: v for k, v in shapes.items() if list(expected[k]) != v} == {}
