@@ -153,7 +153,8 @@ def test_objects_and_parts_endpoints_equal_the_api(client, reference, image_file
     assert result["result"]["objects"][0]["segmentation"] == mask_to_rle(chosen.mask)
 
     download = client.get(result["json_url"])
-    assert "attachment" in download.headers["Content-Disposition"]
+    assert download.headers["Content-Disposition"] == 'attachment; filename="objects_parts.json"'
+
     assert json.loads(download.get_data()) == result["result"]
     overlay = np.asarray(Image.open(io.BytesIO(client.get(result["overlay_url"]).get_data())))
     res = reference.segment_parts(image, [chosen], **SEGMENT_OPTIONS)

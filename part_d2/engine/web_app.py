@@ -19,6 +19,7 @@ import binascii
 import collections
 import io
 import os
+import re
 import threading
 import time
 import uuid
@@ -196,11 +197,12 @@ class _LRU(collections.OrderedDict):
 
 
 def create_app(backend: SegmenterBackend) -> Flask:
-    """The Flask app of the page; ``backend`` runs one request at a time (a lock)."""
+    """The Flask app of the page; ``backend`` runs one inference at a time."""
     app = Flask(__name__, static_folder=STATIC_DIR, static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
     images, results = _LRU(MAX_IMAGES), _LRU(MAX_RESULTS)
-    lock = threading.Lock()
+    model_lock = threading.Lock()  # one inference at a time (the models are shared)
+    store_lock = threading.Lock()  # the uploads and results kept in memory
 
     @app.errorhandler(RequestError)
     def _bad_request(e):
@@ -239,10 +241,11 @@ def create_app(backend: SegmenterBackend) -> Flask:
         except ValueError:
             raise RequestError(f"object_score_threshold={threshold!r} is not a number")
         start = time.perf_counter()
-        with lock:
+        with model_lock:
             objs = backend.detect(image, vocabulary, threshold)
         image_id = uuid.uuid4().hex
-        images.put(image_id, {"image": image, "file_name": name, "objects": objs})
+        with store_lock:
+            images.put(image_id, {"image": image, "file_name": name, "objects": objs})
         return jsonify(image_id=image_id, file_name=name, height=image.shape[0], width=image.shape[1],
                        objects=[object_summary(o) for o in objs], seconds=time.perf_counter() - start)
 
@@ -251,14 +254,15 @@ def create_app(backend: SegmenterBackend) -> Flask:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise RequestError("expected a JSON object")
-        entry = images.get(body.get("image_id"))
+        options = parse_options(body)
+        with store_lock:
+            entry = images.get(body.get("image_id"))
         if entry is None:
             raise RequestError("unknown image_id (upload the image again)", 404)
         image = entry["image"]
         h, w = image.shape[:2]
-        options = parse_options(body)
         start = time.perf_counter()
-        with lock:
+        with model_lock:
             if body.get("object_id") is not None:
                 ids = {o.object_id: o for o in entry["objects"]}
                 if body["object_id"] not in ids:
@@ -276,17 +280,19 @@ def create_app(backend: SegmenterBackend) -> Flask:
                 raise RequestError("choose an object: object_id, box or mask")
             result, overlay = backend.segment(image, obj, body.get("part_source"), options)
         result["file_name"] = entry["file_name"]
-        result_id = uuid.uuid4().hex
         buf = io.BytesIO()
         Image.fromarray(overlay).save(buf, format="PNG")
-        stem = os.path.splitext(entry["file_name"])[0]
-        results.put(result_id, {"json": result, "overlay": buf.getvalue(), "stem": stem})
+        result_id = uuid.uuid4().hex
+        stem = re.sub(r"[^\w.-]", "_", os.path.splitext(entry["file_name"])[0], flags=re.ASCII) or "image"
+        with store_lock:
+            results.put(result_id, {"json": result, "overlay": buf.getvalue(), "stem": stem})
         return jsonify(result_id=result_id, result=result, options=options, seconds=time.perf_counter() - start,
                        overlay_url=f"/api/results/{result_id}/overlay.png",
                        json_url=f"/api/results/{result_id}/parts.json")
 
     def _result(result_id):
-        entry = results.get(result_id)
+        with store_lock:
+            entry = results.get(result_id)
         if entry is None:
             raise RequestError("unknown result_id", 404)
         return entry
