@@ -229,7 +229,8 @@ def test_tool_serves_the_page_and_refuses_empty_weights(monkeypatch, capsys, ima
 
 @pytest.mark.skipif(bool(browser_missing()), reason=browser_missing())
 def test_page_in_headless_chromium_shows_the_api_parts(backend, reference, image_file):
-    """As a user: upload, click an object, segment; the parts table equals the API's output.
+    """As a user: upload, click an object, segment; the parts table equals the API's output (then
+    the same for a dragged box).
     PART_D2_SCREENSHOT=path saves a screenshot of the page (README's docs/images/web_demo.png)."""
     server = make_server("127.0.0.1", free_port(), create_app(backend), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -266,13 +267,8 @@ def _drive_page(browser, url, reference, image_file):
     assert browser.script("return document.getElementById('selection').dataset.objectId") == str(expected_id)
 
     start = time.perf_counter()
-    browser.click(browser.find("#segment"))
-    state = browser.wait_for("const s = document.body.dataset.state; return s === 'parts' || s === 'error' ? s : '';")
+    shown = _segment_in_page(browser)
     seconds = time.perf_counter() - start
-    assert state == "parts", browser.script("return document.getElementById('status').textContent")
-    rows = browser.script("return [...document.querySelectorAll('#parts tr.part')].map(r => ({...r.dataset}))")
-    shown = [{"object_id": int(r["objectId"]), "name": r["name"], "index": int(r["index"]), "score": float(r["score"]),
-              "segmentation": {"counts": r["rle"]}} for r in rows]
     chosen = next(o for o in objs if o.object_id == expected_id)
     _same_parts(shown, _expected(reference, image, chosen))
     browser.wait_for("const i = document.getElementById('overlay'); return i.complete && i.naturalWidth > 0", 30)
@@ -281,3 +277,21 @@ def _drive_page(browser, url, reference, image_file):
         browser.script("window.scrollTo(0, 0)")
         shot = Image.open(io.BytesIO(browser.screenshot())).convert("RGB")
         shot.quantize(128).save(os.environ["PART_D2_SCREENSHOT"], optimize=True)  # a small PNG for the README
+
+    # a box dragged on the canvas: the page's box (image pixels) gives the API's parts
+    browser.click(browser.find("input[name=mode][value=box]"))
+    browser.drag(canvas, [(20 * scale, 30 * scale), (50 * scale, 60 * scale), (90 * scale, 100 * scale)])
+    box = browser.script("return state.box")
+    assert box == pytest.approx([20, 30, 90, 100], abs=1.0)
+    expected = _expected(reference, image, reference.objects_from(image, boxes=[box])[0])
+    _same_parts(_segment_in_page(browser), expected)
+
+
+def _segment_in_page(browser):
+    """Press "Segment parts"; the parts the page then shows (from its table's data attributes)."""
+    browser.click(browser.find("#segment"))
+    state = browser.wait_for("const s = document.body.dataset.state; return s === 'parts' || s === 'error' ? s : '';")
+    assert state == "parts", browser.script("return document.getElementById('status').textContent")
+    rows = browser.script("return [...document.querySelectorAll('#parts tr.part')].map(r => ({...r.dataset}))")
+    return [{"object_id": int(r["objectId"]), "name": r["name"], "index": int(r["index"]), "score": float(r["score"]),
+             "segmentation": {"counts": r["rle"]}} for r in rows]

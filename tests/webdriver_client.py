@@ -1,7 +1,7 @@
 """A minimal W3C WebDriver client (urllib only) driving Debian's headless Chromium via chromedriver.
 
 Only what the browser tests need: open a page, find elements, type a file path into a file input,
-click at a point of an element (real pointer events), run a script, take a screenshot.
+click at a point of an element or drag across it (real pointer events), run a script, take a screenshot.
 """
 import base64
 import json
@@ -104,11 +104,20 @@ class Browser:
 
     def click_at(self, element: str, x: float, y: float) -> None:
         """A real mouse click at (x, y) CSS pixels from the element's top-left corner."""
-        rect = self.script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];",
-                           {ELEMENT: element})
-        move = {"type": "pointerMove", "duration": 0, "origin": {ELEMENT: element},
-                "x": int(round(x - rect[0] / 2)), "y": int(round(y - rect[1] / 2))}
-        actions = [move, {"type": "pointerDown", "button": 0}, {"type": "pointerUp", "button": 0}]
+        self.drag(element, [(x, y)])
+
+    def drag(self, element: str, points) -> None:
+        """Press the mouse at the first (x, y) (CSS pixels from the element's top-left corner),
+        move through the others, release at the last."""
+        width, height = self.script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];",
+                                    {ELEMENT: element})
+        actions = []
+        for i, (x, y) in enumerate(points):
+            actions.append({"type": "pointerMove", "duration": 0, "origin": {ELEMENT: element},
+                            "x": int(round(x - width / 2)), "y": int(round(y - height / 2))})
+            if i == 0:
+                actions.append({"type": "pointerDown", "button": 0})
+        actions.append({"type": "pointerUp", "button": 0})
         self._call("POST", self._s("/actions"), {"actions": [
             {"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": actions}]})
         self._call("DELETE", self._s("/actions"))
