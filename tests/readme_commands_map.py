@@ -141,6 +141,8 @@ PARSE_ONLY: Dict[str, str] = {
     "python tests/test_faults.py": "rewrites docs/RELIABILITY.md in the checkout; test_faults.py's doc-up-to-date "
                                    "test renders the same catalog and compares",
     "--detic": "needs a Detic checkout, its weights and CLIP (tests/test_detic_adapter.py: a stand-in checkout)",
+    "tools/web_demo.py": "starts a server; tests/test_web_demo.py runs the tool's main (server replaced by a "
+                         "recorder) and drives the page in a browser",
     "--object-source detic": "needs a Detic checkout, its weights and CLIP (tests/test_segmenter.py runs the detic "
                              "object source with a stand-in detector)",
 }

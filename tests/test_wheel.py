@@ -25,7 +25,8 @@ def test_wheel_holds_and_imports_every_module(tmp_path):
                     "--disable-pip-version-check", "-w", str(wheels), str(src)], check=True, capture_output=True)
     (wheel,) = wheels.glob("part_d2-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    missing = [f for f in _tracked("part_d2") if f.endswith((".py", ".json")) and f not in names]
+    packaged = (".py", ".json", ".html", ".js", ".css")  # modules, metadata, the web page's files
+    missing = [f for f in _tracked("part_d2") if f.endswith(packaged) and f not in names]
     assert not missing, f"files missing from the wheel: {missing}"
 
     site = tmp_path / "site"

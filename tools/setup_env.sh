@@ -92,6 +92,22 @@ if [ "$D2_FROM_REGISTRY" = 1 ] && ! have detectron2; then
     touch "$SITE/detectron2/.part_d2_placeholder"
 fi
 
+# The web page's browser test (tests/test_web_demo.py) drives Debian's Chromium through its
+# chromedriver. Installed with apt-get when missing and possible (root); never fatal.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    APT_CHROMIUM=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver)
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        log "installing Debian's chromium and chromium-driver (the web page's browser test)"
+        if ! "${APT_CHROMIUM[@]}" >/dev/null 2>&1 \
+            && ! { apt-get update -q >/dev/null 2>&1 && "${APT_CHROMIUM[@]}" >/dev/null 2>&1; }; then
+            log "could not install chromium/chromium-driver with apt-get: the browser test will be skipped"
+        fi
+    else
+        log "/usr/bin/chromium or /usr/bin/chromedriver missing and no root apt-get here: the browser test" \
+            "will be skipped (Debian/Ubuntu: apt-get install chromium chromium-driver)"
+    fi
+fi
+
 # Checked from / so that the current directory does not shadow the installed package.
 if [ "$(cd / && "$PY" -c 'import part_d2,os;print(os.path.dirname(os.path.dirname(part_d2.__file__)))' 2>/dev/null)" != "$ROOT" ]; then
     log "installing part_d2 (editable)"
