@@ -80,10 +80,11 @@ def speedup_row(metric: str, unit: str, baseline: float, part_d2: float, target:
             "quality": quality, "quality_ok": bool(quality_ok), "baseline_extrapolated": baseline_extrapolated}
 
 
-def ratio_row(metric: str, unit: str, baseline: Optional[float], part_d2: float, target: float,
+def ratio_row(metric: str, unit: str, baseline: Optional[float], part_d2: float, target: Optional[float],
               quality: str = "", quality_ok: bool = True, baseline_extrapolated: bool = False) -> dict:
     """Row of a cost (time, memory; lower is better): ratio = part_d2 / baseline, met when
-    ``<= target`` and the quality check passed. ``baseline`` None: no comparison possible."""
+    ``<= target`` and the quality check passed. ``baseline`` None: no comparison possible (a
+    measurement reported as is; ``target`` None then)."""
     ratio = part_d2 / baseline if baseline else None
     met = None if ratio is None else bool(ratio <= target and quality_ok)
     return {"metric": metric, "unit": unit, "baseline": baseline, "part_d2": part_d2, "kind": "ratio",
@@ -124,3 +125,19 @@ def check_device(device: str) -> str:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device} requested but torch sees no CUDA device")
     return device
+
+
+def rss_status_bytes(field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` (peak RSS) of this process from /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> None:
+    """Reset the process's peak RSS to its current RSS (Linux >= 4.0), so that transient peaks of
+    the imports and setup do not mask the measured step's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")

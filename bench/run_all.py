@@ -36,6 +36,8 @@ CASES = {
     "lvis_evaluator": "bench_lvis_evaluator",
     "fce_evaluator": "bench_fce_evaluator",
     "classifier_memory": "bench_classifier_memory",
+    "streaming_ranking": "bench_streaming_ranking",
+    "offline_stages": "bench_offline_stages",
 }
 
 
@@ -77,7 +79,9 @@ def with_unit(value: Optional[float], unit: str) -> str:
 
 def row_markdown(row: Dict) -> str:
     base = with_unit(row["baseline"], row["unit"]) + (" (extrapolated)" if row.get("baseline_extrapolated") else "")
-    if row["kind"] == "speedup":
+    if row["target"] is None:
+        value, target = fmt(row["value"]), "n/a"
+    elif row["kind"] == "speedup":
         value, target = f"{fmt(row['value'])}x", f">= {fmt(row['target'])}x"
     else:
         value, target = f"{fmt(row['value'])}", f"<= {fmt(row['target'])}"

@@ -364,7 +364,7 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                      min_score: float = 0.3, normalize: bool = True, metric: str = "l2", n_init: int = 10,
                      max_iter: int = 300, seed: int = 0, num_jobs: int = 1, job_id: int = 0,
                      source: str = "", device: str = "cpu", provenance: Optional[Dict] = None,
-                     on_mismatch: str = "error", bucket_mb: float = 1024) -> bool:
+                     on_mismatch: str = "error", bucket_mb: float = 512) -> bool:
     """Rank part proposals into (object class, mode) classes; see :mod:`part_d2.modeling.part_ranking`.
 
     Pass 1 writes ``proposals/shard-*.json`` (every object's disjoint, filtered proposals as RLEs

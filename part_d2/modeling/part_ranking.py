@@ -190,8 +190,10 @@ def _cluster_classes(x: torch.Tensor, classes: np.ndarray, class_ids: np.ndarray
 
 def _as_points(features, normalize: bool) -> torch.Tensor:
     """(M, D) float32 tensor of ``features`` (any float dtype), L2-normalised when ``normalize``."""
-    x = torch.as_tensor(np.asarray(features, np.float32))
-    return torch.nn.functional.normalize(x, dim=1) if normalize and len(x) else x
+    x = torch.from_numpy(np.array(features, np.float32))  # a new array (one float32 copy)
+    if normalize and len(x):  # in place, the operations of torch.nn.functional.normalize(x, dim=1)
+        x.div_(x.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    return x
 
 
 def cluster_part_modes(features: np.ndarray, classes: np.ndarray, class_names: Sequence[str], k: int,
