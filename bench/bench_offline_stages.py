@@ -35,8 +35,16 @@ import time
 
 import cv2
 import numpy as np
+import torch
 from bench_pixel_grouping import random_ellipses, smooth_field
 from common import check_device, ratio_row, repo_path, reset_peak_rss, rss_status_bytes, scaled
+
+from part_d2.data.object_mask_models import build_object_mask_model
+from part_d2.engine import offline
+from part_d2.engine.setup import load_config
+from part_d2.modeling.build import build_part_model
+from part_d2.modeling.pixel_grouping import PixelGrouper, select_backbone
+from part_d2.structures.masks import mask_to_rle
 
 STAGES = ("stage0", "stage1a", "stage2")
 TITLES = {"stage0": "stage 0 object masks", "stage1a": "stage 1a pixel grouping", "stage2": "stage 2 part ranking"}
@@ -49,8 +57,6 @@ MIB = 2.0**20
 
 def write_images(folder: str, num_images: int, seed: int) -> str:
     """Seeded JPEG images and their records (one object each) in ``folder``; returns the records' json."""
-    from part_d2.structures.masks import mask_to_rle
-
     rng = np.random.default_rng(seed)
     records = []
     for i in range(num_images):
@@ -69,15 +75,6 @@ def write_images(folder: str, num_images: int, seed: int) -> str:
 
 def child(stage: str, records_json: str, output: str, device: str, config: str, seed: int) -> dict:
     """One stage in this fresh process on the records but the first (the warm-up image)."""
-    import torch
-    from detectron2.data import MetadataCatalog  # noqa: F401  (imported before timing)
-
-    from part_d2.data.object_mask_models import build_object_mask_model
-    from part_d2.engine import offline
-    from part_d2.engine.setup import load_config
-    from part_d2.modeling.build import build_part_model
-    from part_d2.modeling.pixel_grouping import PixelGrouper, select_backbone
-
     with open(records_json) as f:
         records = json.load(f)
     warm, records = records[0], records[1:]

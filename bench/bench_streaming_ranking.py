@@ -31,7 +31,10 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 from common import check_device, ratio_row, rss_status_bytes, scaled
+
+from part_d2.modeling.part_ranking import cluster_part_modes, cluster_part_modes_streaming
 
 K = 8
 DIM = 256
@@ -75,10 +78,6 @@ def shard_chunks(folder: str):
 def child(mode: str, folder: str, num_classes: int, seed: int, result: str, device: str = "cpu") -> dict:
     """One clustering ("stream" or "memory") in this fresh process; saves the centroids and counts to
     ``result`` (.npz) and returns seconds and memory."""
-    import torch
-
-    from part_d2.modeling.part_ranking import cluster_part_modes, cluster_part_modes_streaming
-
     names = [f"c{i}" for i in range(num_classes)]
     chunks = shard_chunks(folder)
     start_rss = rss_status_bytes("VmRSS")
@@ -110,8 +109,12 @@ def run_child(mode: str, folder: str, num_classes: int, seed: int, result: str, 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, workdir: str = "") -> dict:
-    """Generate the shards, run the three clusterings, compare. Returns a case result dict."""
+def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, workdir: str = "", fresh_processes: bool = True
+        ) -> dict:
+    """Generate the shards, run the three clusterings, compare. Returns a case result dict.
+
+    ``fresh_processes`` False: the clusterings run in this process (a plumbing check: the peak RSS
+    figures are then this process's)."""
     check_device(device)
     big_n, classes = scaled(10_000_000, scale, 1000), scaled(10_000, scale, 2)
     small_n = max(classes, big_n // 10)
@@ -123,9 +126,10 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, workdir: str = "
         gen_s = time.perf_counter() - start
         disk = sum(os.path.getsize(os.path.join(root, "big", f)) for f in os.listdir(os.path.join(root, "big")))
         res = {m: os.path.join(root, f"{m}.npz") for m in ("small_stream", "small_memory", "big_stream")}
-        small_stream = run_child("stream", os.path.join(root, "small"), classes, seed, res["small_stream"], device)
-        small_memory = run_child("memory", os.path.join(root, "small"), classes, seed, res["small_memory"], device)
-        big = run_child("stream", os.path.join(root, "big"), classes, seed, res["big_stream"], device)
+        measure = run_child if fresh_processes else child
+        small_stream = measure("stream", os.path.join(root, "small"), classes, seed, res["small_stream"], device)
+        small_memory = measure("memory", os.path.join(root, "small"), classes, seed, res["small_memory"], device)
+        big = measure("stream", os.path.join(root, "big"), classes, seed, res["big_stream"], device)
         a, b = np.load(res["small_stream"]), np.load(res["small_memory"])
         diff = float(np.abs(a["centroids"] - b["centroids"]).max())
         same_counts = bool((a["counts"] == b["counts"]).all())
