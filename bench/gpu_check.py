@@ -1,10 +1,11 @@
 """The GPU check: part_d2's bench suite on CUDA and the methods' ``--scale gpu`` runs, in one script
 sized for one H200 within 10 minutes, recording absolute times.
 
-On a lent GPU machine (its image has torch; detectron2 and the other packages travel, see
-``bench/gpu_prepare.sh``)::
+On a lent GPU machine, whose image has torch but not detectron2 and its helpers: prepare them here
+with ``bash bench/gpu_prepare.sh`` (into ``.gpu_site``, ~10 MiB), carry ``.gpu_site`` and run::
 
-    python3 bench/gpu_check.py --output $OUT                  # all steps, ~9 minutes at most
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu_site/wheels/*.whl \
+      && PYTHONPATH=/tmp/site:$PWD/.gpu_site/site python3 bench/gpu_check.py --output $OUT   # <= 9 minutes
 
 Here::
 
