@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import torch
 from bench_pixel_grouping import random_ellipses, smooth_field
-from common import check_device, ratio_row, repo_path, reset_peak_rss, rss_status_bytes, scaled
+from common import check_device, cpu_seconds, ratio_row, repo_path, reset_peak_rss, rss_status_bytes, scaled
 
 from part_d2.data.object_mask_models import build_object_mask_model
 from part_d2.engine import offline
@@ -119,13 +119,13 @@ def child(stage: str, records_json: str, output: str, device: str, config: str, 
     setup_rss = rss_status_bytes("VmRSS")
     setup_peak = rss_status_bytes("VmHWM")
     reset_peak_rss()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     done = run_stage()
     if on_gpu:
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     outputs = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(output) for f in fs)
-    return {"stage": stage, "images": len(records), "seconds": seconds, "complete": bool(done),
+    return {"stage": stage, "images": len(records), "seconds": seconds, "cpu_seconds": cpu, "complete": bool(done),
             "peak_rss": max(setup_peak, rss_status_bytes("VmHWM")), "stage_peak_rss": rss_status_bytes("VmHWM"),
             "rss_after_setup": setup_rss, "output_bytes": outputs,
             "cuda_peak": torch.cuda.max_memory_allocated() if on_gpu else None,
@@ -166,7 +166,8 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, config: str = CO
         if r["cuda_peak"] is not None:
             rows.append(ratio_row(f"{TITLES[s]}: CUDA peak memory", "MiB", None, r["cuda_peak"] / MIB, None, quality,
                                   ok))
-    notes = [f"{TITLES[s]}: {r['images'] / r['seconds']:.3g} images/s; peak RSS {r['peak_rss'] / MIB:.0f} MiB "
+    notes = [f"{TITLES[s]}: {r['images'] / r['seconds']:.3g} images/s ({r['cpu_seconds'] / r['images']:.3g} CPU-s "
+             f"per image); peak RSS {r['peak_rss'] / MIB:.0f} MiB "
              f"({r['rss_after_setup'] / MIB:.0f} MiB after imports + model, {r['stage_peak_rss'] / MIB:.0f} MiB peak "
              f"during the stage); outputs {r['output_bytes'] / r['images'] / 1024:.0f} KiB per image"
              for s, r in results.items()]

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 import torch
-from common import check_device, ratio_row, rss_status_bytes, scaled
+from common import check_device, cpu_seconds, ratio_row, rss_status_bytes, scaled
 
 from part_d2.modeling.part_ranking import cluster_part_modes, cluster_part_modes_streaming
 
@@ -83,7 +83,7 @@ def child(mode: str, folder: str, num_classes: int, seed: int, result: str, devi
     start_rss = rss_status_bytes("VmRSS")
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     if mode == "stream":
         out = cluster_part_modes_streaming(chunks, names, K, os.path.join(folder, "buckets"), N_INIT, MAX_ITER,
                                            seed, device=device, budget_bytes=BUCKET_MB * 2**20)
@@ -91,9 +91,10 @@ def child(mode: str, folder: str, num_classes: int, seed: int, result: str, devi
         feats, classes = zip(*[(np.asarray(f), c) for f, c in chunks()])
         out = cluster_part_modes(np.concatenate(feats), np.concatenate(classes), names, K, N_INIT, MAX_ITER, seed,
                                  device=device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     np.savez(result, centroids=out.centroids, counts=out.counts)
-    return {"mode": mode, "seconds": seconds, "peak_rss": rss_status_bytes("VmHWM"), "rss_after_imports": start_rss,
+    return {"mode": mode, "seconds": seconds, "cpu_seconds": cpu, "peak_rss": rss_status_bytes("VmHWM"),
+            "rss_after_imports": start_rss,
             "cuda_peak": torch.cuda.max_memory_allocated() if device.startswith("cuda") else None}
 
 
@@ -159,7 +160,8 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, workdir: str = "
                     "generation_s": gen_s, "feature_shards_bytes": disk, "centroid_max_diff": diff,
                     "features_per_s": big_n / big["seconds"], "in_memory_need_mib": in_memory_need},
         "notes": [
-            f"streaming at {big_n} features: {big['seconds']:.0f} s ({big_n / big['seconds']:.3g} features/s), "
+            f"streaming at {big_n} features: {big['seconds']:.0f} s ({big_n / big['seconds']:.3g} features/s; "
+            f"{big['cpu_seconds']:.0f} CPU-s), "
             f"peak RSS {big['peak_rss'] / MIB:.0f} MiB of which {big['rss_after_imports'] / MIB:.0f} MiB after the "
             f"imports; the in-memory clustering would hold at least {in_memory_need:.0f} MiB (float32 features and "
             "their normalised copy; computed, not run)",

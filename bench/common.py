@@ -6,6 +6,7 @@ is better" throughputs, :func:`ratio_row` for "lower is better" times or memory)
 """
 import os
 import platform
+import resource
 import statistics
 import time
 from typing import Callable, Dict, Optional
@@ -141,3 +142,10 @@ def reset_peak_rss() -> None:
     the imports and setup do not mask the measured step's."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (its threads included): with a shared,
+    loaded machine, the work done, where wall time also counts the waits for a core."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
