@@ -125,9 +125,12 @@ def child(stage: str, records_json: str, output: str, device: str, config: str, 
         torch.cuda.synchronize()
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     outputs = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(output) for f in fs)
+    proposals = os.path.join(output, "proposals")  # stage 2: the query features kept for the ranking
+    features = sum(np.load(os.path.join(proposals, f), mmap_mode="r").shape[0] for f in os.listdir(proposals)
+                   if f.endswith(".npy")) if os.path.isdir(proposals) else None
     return {"stage": stage, "images": len(records), "seconds": seconds, "cpu_seconds": cpu, "complete": bool(done),
             "peak_rss": max(setup_peak, rss_status_bytes("VmHWM")), "stage_peak_rss": rss_status_bytes("VmHWM"),
-            "rss_after_setup": setup_rss, "output_bytes": outputs,
+            "rss_after_setup": setup_rss, "output_bytes": outputs, "ranking_features": features,
             "cuda_peak": torch.cuda.max_memory_allocated() if on_gpu else None,
             "torch_threads": torch.get_num_threads()}
 

@@ -26,6 +26,7 @@ def test_offline_stage_children_complete_each_stage(tmp_path):
         assert r["complete"] and r["images"] == 1 and r["seconds"] > 0, stage
         assert r["peak_rss"] >= r["stage_peak_rss"] > 0 and r["output_bytes"] > 0
         assert os.path.isfile(tmp_path / stage / "manifest.json")
+        assert (r["ranking_features"] > 0) if stage == "stage2" else r["ranking_features"] is None
     assert os.path.isfile(tmp_path / "stage2" / "part_centroids.npy")
 
 
