@@ -12,7 +12,7 @@ features at full scale). k = 8, k-means++ with 10 restarts, at most 300 iteratio
   default), in a fresh process whose peak resident set (``VmHWM``, imports included) is measured.
 - **in memory**: :func:`part_d2.modeling.part_ranking.cluster_part_modes` on every feature at
   once, run only on the 10x smaller workload (1M features) where it fits; at 10M it would need
-  the 10 GB float32 array plus its normalised copy (computed, not run).
+  the 10 GB float32 array plus its float32 copy (computed, not run).
 
 Rows: the streaming run's peak RSS at 10M against the stated bound (2 GiB); its peak at 10M
 against its peak at 1M (bounded regardless of N: ratio <= 1.25); its time against the in-memory
@@ -163,8 +163,8 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, workdir: str = "
             f"streaming at {big_n} features: {big['seconds']:.0f} s ({big_n / big['seconds']:.3g} features/s; "
             f"{big['cpu_seconds']:.0f} CPU-s), "
             f"peak RSS {big['peak_rss'] / MIB:.0f} MiB of which {big['rss_after_imports'] / MIB:.0f} MiB after the "
-            f"imports; the in-memory clustering would hold at least {in_memory_need:.0f} MiB (float32 features and "
-            "their normalised copy; computed, not run)",
+            f"imports; the in-memory clustering would hold at least {in_memory_need:.0f} MiB (the float32 features "
+            "and cluster_part_modes' float32 copy; computed, not run)",
             f"shards: {disk / 1e9:.2f} GB of float16 features + int32 classes, written in {gen_s:.0f} s (not timed); "
             "the range files take as much again while the ranking runs",
         ],
