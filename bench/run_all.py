@@ -49,6 +49,8 @@ def case_kwargs(name: str, args) -> Dict:
         return {"config": repo_path(args.m2f_config), "reference": args.reference}
     if name == "ss_loss":
         return {"config": repo_path(args.ss_config), "size": args.ss_size}
+    if name == "offline_stages":
+        return {"config": repo_path(args.offline_config)}
     return {}
 
 
@@ -131,6 +133,8 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--ss-config", default="configs/synthetic/mask2former_R_tiny_agnostic.yaml")
     parser.add_argument("--ss-size", type=int, default=128, help="image side of the ss_loss case")
     parser.add_argument("--pg-channels", type=int, default=1152, help="feature channels of pixel_grouping")
+    parser.add_argument("--offline-config", default="configs/mask2former/maskformer2_R50_part_agnostic.yaml",
+                        help="model of the offline_stages case (random weights)")
     args = parser.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(names) - set(CASES))

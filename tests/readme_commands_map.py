@@ -43,6 +43,8 @@ SUBSTITUTIONS: List[Tuple[str, str, str]] = [
     (r"/path/to/PartImageNet_Seg\.zip", "raw/PartImageNet_Seg", "the fixture in the Seg release's layout"),
     (r"/path/to/PartImageNetPP", "raw/PartImageNetPP", "the fixture in the PartImageNet++ release's layout"),
     (r"datasets/synthetic_parts/", "datasets/synthetic_parts_mini/", "the mini variant of the synthetic dataset"),
+    (r"(--cases offline_stages)", r"\1 --offline-config configs/synthetic/mask2former_R_tiny_agnostic.yaml",
+     "the offline stages with the tiny model"),
     (r"(bench/run_all\.py)", r"\1 --scale 0.02 --cases evaluator,ss_loss", "two cases at 2% of the workload"),
     (r"(tools/quickstart\.py)$", "\\1 --demo-images 2 DATASETS.TRAIN \"('synthetic_parts_mini_train_agnostic',)\" "
      "DATASETS.TEST \"('synthetic_parts_mini_test_agnostic',)\" SOLVER.MAX_ITER 2 SOLVER.IMS_PER_BATCH 2 "
