@@ -170,7 +170,7 @@ def _cluster_classes(x: torch.Tensor, classes: np.ndarray, class_ids: np.ndarray
     starts = np.concatenate([[0], np.cumsum(sizes)])
     present = class_ids[sizes[class_ids] > 0]
     present = present[np.argsort(sizes[present], kind="stable")]
-    dim = x.shape[1]
+    dim = x.shape[-1]
     for g in range(0, len(present), group_size):
         group = present[g : g + group_size]
         n_max = int(sizes[group].max())
