@@ -5,7 +5,7 @@ On a lent GPU machine, whose image has torch but not detectron2 and its helpers:
 with ``bash bench/gpu_prepare.sh`` (into ``.gpu_site``, ~10 MiB), carry ``.gpu_site`` and run::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu_site/wheels/*.whl \
-      && PYTHONPATH=/tmp/site:$PWD/.gpu_site/site python3 bench/gpu_check.py --output $OUT   # <= 9 minutes
+      && PYTHONPATH=/tmp/site:$PWD/.gpu_site/site python3 bench/gpu_check.py --output $OUT --work /tmp/gpu_work
 
 Here::
 
@@ -25,8 +25,10 @@ is killed and recorded as timed out, the next one runs):
 
 The OPS and PartDistillation steps are cut (``--iters-scale``) to fit the budget: they check that
 the GPU recipes run and measure their speed (iterations per second in their logs); their metrics
-are not the full-scale ones. The limits are estimates made without a GPU (the first lent GPU
-measures the steps' real times). Run outputs (checkpoints) go to ``--work``; ``--output`` receives at
+are not the full-scale ones; each generates the synthetic dataset it needs on first use (~17 CPU-s
+for the main one here). The limits are estimates made without a GPU (the first lent GPU measures
+the steps' real times). Whole check: at most 540 s plus the package installation, inside one
+10-minute device command. Run outputs (checkpoints) go to ``--work``; ``--output`` receives at
 most 8 files: ``summary.md`` and ``summary.json`` (per step: command, start and end as UTC times,
 seconds, exit status, the end of its log), the two bench reports, and ``logs.txt``.
 """
