@@ -24,7 +24,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from common import check_device, ratio_row, scaled
+from common import check_device, ratio_row, reset_peak_rss, rss_status_bytes, scaled
 
 PARTS = 8
 BATCH = 8
@@ -32,22 +32,6 @@ QUERIES = 200
 DIM = 256
 MODES = ("dense", "gathered", "gathered_dense_grad")
 PHASES = ("forward", "train")
-
-
-def rss_status_bytes(field: str) -> int:
-    """``VmRSS`` or ``VmHWM`` (peak RSS) of this process from /proc/self/status, in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def reset_peak_rss() -> None:
-    """Reset the process's peak RSS to its current RSS (Linux >= 4.0), so that transient peaks of
-    the imports and setup do not mask the measured step's."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def dense_logits(classifier, embeddings: torch.Tensor, object_classes: torch.Tensor) -> torch.Tensor:

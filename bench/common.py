@@ -6,6 +6,7 @@ is better" throughputs, :func:`ratio_row` for "lower is better" times or memory)
 """
 import os
 import platform
+import resource
 import statistics
 import time
 from typing import Callable, Dict, Optional
@@ -80,10 +81,11 @@ def speedup_row(metric: str, unit: str, baseline: float, part_d2: float, target:
             "quality": quality, "quality_ok": bool(quality_ok), "baseline_extrapolated": baseline_extrapolated}
 
 
-def ratio_row(metric: str, unit: str, baseline: Optional[float], part_d2: float, target: float,
+def ratio_row(metric: str, unit: str, baseline: Optional[float], part_d2: float, target: Optional[float],
               quality: str = "", quality_ok: bool = True, baseline_extrapolated: bool = False) -> dict:
     """Row of a cost (time, memory; lower is better): ratio = part_d2 / baseline, met when
-    ``<= target`` and the quality check passed. ``baseline`` None: no comparison possible."""
+    ``<= target`` and the quality check passed. ``baseline`` None: no comparison possible (a
+    measurement reported as is; ``target`` None then)."""
     ratio = part_d2 / baseline if baseline else None
     met = None if ratio is None else bool(ratio <= target and quality_ok)
     return {"metric": metric, "unit": unit, "baseline": baseline, "part_d2": part_d2, "kind": "ratio",
@@ -124,3 +126,26 @@ def check_device(device: str) -> str:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device} requested but torch sees no CUDA device")
     return device
+
+
+def rss_status_bytes(field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` (peak RSS) of this process from /proc/self/status, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> None:
+    """Reset the process's peak RSS to its current RSS (Linux >= 4.0), so that transient peaks of
+    the imports and setup do not mask the measured step's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (its threads included): with a shared,
+    loaded machine, the work done, where wall time also counts the waits for a core."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

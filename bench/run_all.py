@@ -36,6 +36,8 @@ CASES = {
     "lvis_evaluator": "bench_lvis_evaluator",
     "fce_evaluator": "bench_fce_evaluator",
     "classifier_memory": "bench_classifier_memory",
+    "streaming_ranking": "bench_streaming_ranking",
+    "offline_stages": "bench_offline_stages",
 }
 
 
@@ -47,6 +49,8 @@ def case_kwargs(name: str, args) -> Dict:
         return {"config": repo_path(args.m2f_config), "reference": args.reference}
     if name == "ss_loss":
         return {"config": repo_path(args.ss_config), "size": args.ss_size}
+    if name == "offline_stages":
+        return {"config": repo_path(args.offline_config)}
     return {}
 
 
@@ -77,7 +81,9 @@ def with_unit(value: Optional[float], unit: str) -> str:
 
 def row_markdown(row: Dict) -> str:
     base = with_unit(row["baseline"], row["unit"]) + (" (extrapolated)" if row.get("baseline_extrapolated") else "")
-    if row["kind"] == "speedup":
+    if row["target"] is None:
+        value, target = fmt(row["value"]), "n/a"
+    elif row["kind"] == "speedup":
         value, target = f"{fmt(row['value'])}x", f">= {fmt(row['target'])}x"
     else:
         value, target = f"{fmt(row['value'])}", f"<= {fmt(row['target'])}"
@@ -127,6 +133,8 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--ss-config", default="configs/synthetic/mask2former_R_tiny_agnostic.yaml")
     parser.add_argument("--ss-size", type=int, default=128, help="image side of the ss_loss case")
     parser.add_argument("--pg-channels", type=int, default=1152, help="feature channels of pixel_grouping")
+    parser.add_argument("--offline-config", default="configs/mask2former/maskformer2_R50_part_agnostic.yaml",
+                        help="model of the offline_stages case (random weights)")
     args = parser.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(names) - set(CASES))

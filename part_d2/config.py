@@ -296,6 +296,7 @@ def _add_part_distillation_config(cfg):
     rk.MIN_AREA_RATIO = 0.05  # keep proposals covering more than this fraction of the object (all if none)
     rk.MIN_SCORE = 0.3  # tau_s: keep proposals whose class probability is above this (all if none)
     rk.NORMALIZE_FEATURES = True  # L2-normalise the decoder query features (reference PROPOSAL_FEATURE_NORM)
+    rk.BUCKET_MB = 512  # k-means input held in memory at once (MiB of float32 features; classes in ranges)
     rk.METRIC = "l2"  # mode logits: "l2" -|x-c|^2 (paper), "reference_l2" x.c-|x|^2-|c|^2, "dot" x.c
 
 

@@ -48,6 +48,8 @@ SUBSTITUTIONS: List[Tuple[str, str, str]] = [
     (r"/path/to/PartImageNet_Seg\.zip", "raw/PartImageNet_Seg", "the fixture in the Seg release's layout"),
     (r"/path/to/PartImageNetPP", "raw/PartImageNetPP", "the fixture in the PartImageNet++ release's layout"),
     (r"datasets/synthetic_parts/", "datasets/synthetic_parts_mini/", "the mini variant of the synthetic dataset"),
+    (r"(--cases offline_stages)", r"\1 --offline-config configs/synthetic/mask2former_R_tiny_agnostic.yaml",
+     "the offline stages with the tiny model"),
     (r"(bench/run_all\.py)", r"\1 --scale 0.02 --cases evaluator,ss_loss", "two cases at 2% of the workload"),
     (r"'photos/\*\.jpg'", "'datasets/partimagenet/images/**/*.JPEG'",
      "the prepared PartImageNet fixture's images stand in for the user's photos"),

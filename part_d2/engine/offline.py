@@ -44,7 +44,7 @@ from part_d2.modeling.build import load_part_model
 from part_d2.modeling.part_ranking import (
     METRICS,
     PartCentroids,
-    cluster_part_modes,
+    cluster_part_modes_streaming,
     label_segments,
     mode_names,
     object_proposals,
@@ -364,12 +364,14 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
                      min_score: float = 0.3, normalize: bool = True, metric: str = "l2", n_init: int = 10,
                      max_iter: int = 300, seed: int = 0, num_jobs: int = 1, job_id: int = 0,
                      source: str = "", device: str = "cpu", provenance: Optional[Dict] = None,
-                     on_mismatch: str = "error") -> bool:
+                     on_mismatch: str = "error", bucket_mb: float = 512) -> bool:
     """Rank part proposals into (object class, mode) classes; see :mod:`part_d2.modeling.part_ranking`.
 
     Pass 1 writes ``proposals/shard-*.json`` (every object's disjoint, filtered proposals as RLEs
     with scores) and ``proposals/shard-*.npy`` (their query features). Once all exist, the main
-    process clusters them into ``part_centroids.{npy,json}``; pass 2 labels the stored proposals
+    process clusters them into ``part_centroids.{npy,json}``, reading the shards one at a time and
+    holding at most ``bucket_mb`` MiB of features at once
+    (:func:`part_d2.modeling.part_ranking.cluster_part_modes_streaming`); pass 2 labels the stored proposals
     into ``shards/``. Each step is skipped when its files exist.
 
     Args:
@@ -416,16 +418,15 @@ def run_part_ranking(predict: Callable[[Dict], object], records: Sequence[Dict],
         logger.info(f"{output}: proposal shards still missing; rerun once all jobs are done")
         return False
     if comm.is_main_process() and not os.path.isfile(os.path.join(output, "part_centroids.json")):
-        feats, classes = [], []
-        for s in range(proposals.num_shards):
-            f = np.load(proposals.path(s, ".npy"))
-            rows = [o["class"] for r in proposals.read_json(s)["images"] for o in r["objects"] for _ in o["scores"]]
-            if len(rows):
-                feats.append(f)
-                classes += rows
-        x = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
-        cluster_part_modes(x, np.asarray(classes, np.int64), object_classes, num_modes, n_init, max_iter, seed,
-                           normalize, device=device).save(output)
+        def chunks():  # one proposal shard at a time: its features (memory-mapped) and their object classes
+            for s in range(proposals.num_shards):
+                rows = [o["class"] for r in proposals.read_json(s)["images"] for o in r["objects"] for _ in o["scores"]]
+                if rows:
+                    yield np.load(proposals.path(s, ".npy"), mmap_mode="r"), np.asarray(rows, np.int64)
+
+        cluster_part_modes_streaming(chunks, object_classes, num_modes, os.path.join(output, "ranking_buckets.tmp"),
+                                     n_init, max_iter, seed, normalize, device=device,
+                                     budget_bytes=int(bucket_mb * 2**20)).save(output)
     comm.synchronize()
     centroids = PartCentroids.load(output)
     store = ShardStore(output, len(records), shard_size)
@@ -498,4 +499,4 @@ def rank_parts(cfg, dataset: str, output: str, model=None, num_jobs: int = 1, jo
         num_modes=pd.NUM_PART_MODES, min_area_ratio=rk.MIN_AREA_RATIO, min_score=rk.MIN_SCORE,
         normalize=rk.NORMALIZE_FEATURES, metric=rk.METRIC, n_init=rk.KMEANS_N_INIT, max_iter=rk.KMEANS_MAX_ITER,
         seed=pd.SEED, num_jobs=num_jobs, job_id=job_id, source=dataset, device=cfg.MODEL.DEVICE,
-        provenance=model_provenance(cfg), on_mismatch=on_mismatch)
+        provenance=model_provenance(cfg), on_mismatch=on_mismatch, bucket_mb=rk.BUCKET_MB)

@@ -26,7 +26,7 @@ A proposal's part class within its object's class is ranked by a softmax over th
 """
 import json
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -144,39 +144,33 @@ def default_group_size(device: Union[str, torch.device]) -> int:
     return 128 if torch.device(device).type == "cuda" else 4
 
 
-def cluster_part_modes(features: np.ndarray, classes: np.ndarray, class_names: Sequence[str], k: int,
-                       n_init: int = 10, max_iter: int = 300, seed: int = 0, normalize: bool = True,
-                       group_size: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> PartCentroids:
-    """k-means of the features of each object class.
+def _check_classes(classes: np.ndarray, num_rows: int, num_classes: int) -> np.ndarray:
+    """``classes`` as a flat int64 array, checked against the feature rows and the class count."""
+    classes = np.asarray(classes, np.int64).reshape(-1)
+    if len(classes) != num_rows:
+        raise ValueError(f"got {num_rows} features but {len(classes)} class indices")
+    if len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
+        raise ValueError(f"class indices must be in [0, {num_classes}), got [{classes.min()}, {classes.max()}]")
+    return classes
 
-    Classes are sorted by their number of features and clustered ``group_size`` at a time in one
-    :func:`batched_kmeans` call (padded with ``valid``). Class ``c`` draws from its own generator
-    seeded ``seed * 100003 + c``, so its modes do not depend on the other classes nor on
-    ``group_size`` (up to float rounding).
+
+def _cluster_classes(x: torch.Tensor, classes: np.ndarray, class_ids: np.ndarray, centroids: np.ndarray,
+                     counts: np.ndarray, k: int, n_init: int, max_iter: int, seed: int, group_size: int,
+                     device: Union[str, torch.device]) -> None:
+    """k-means of the rows of each class of ``class_ids``, written into ``centroids``/``counts``.
 
     Args:
-        features: (M, D) float; classes: (M,) int object class of each feature.
-        class_names: the C object classes (classes without features get no used mode).
-        group_size: classes per call; None: :func:`default_group_size` of ``device``.
-        device: where to cluster.
+        x: (M, D) float32 (normalised if wanted); classes: (M,) int64, each in ``class_ids``.
+        class_ids: (C',) the classes to cluster, ascending.
+        centroids: (C, K, D), counts: (C, K): filled at the rows of the present classes.
     """
-    x = torch.as_tensor(np.asarray(features, np.float32))
-    if normalize and len(x):
-        x = torch.nn.functional.normalize(x, dim=1)
-    dim = x.shape[1] if x.dim() == 2 else 0
-    centroids = np.zeros((len(class_names), k, dim), np.float32)
-    counts = np.zeros((len(class_names), k), np.int64)
-    classes = np.asarray(classes, np.int64).reshape(-1)
-    if len(classes) != len(x):
-        raise ValueError(f"got {len(x)} features but {len(classes)} class indices")
-    if len(classes) and (classes.min() < 0 or classes.max() >= len(class_names)):
-        raise ValueError(f"class indices must be in [0, {len(class_names)}), got [{classes.min()}, {classes.max()}]")
+    sizes = np.zeros(len(centroids), np.int64)
+    sizes[class_ids] = np.bincount(np.searchsorted(class_ids, classes), minlength=len(class_ids))
     order = np.argsort(classes, kind="stable")
-    sizes = np.bincount(classes, minlength=len(class_names))
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    present = np.flatnonzero(sizes)
+    present = class_ids[sizes[class_ids] > 0]
     present = present[np.argsort(sizes[present], kind="stable")]
-    group_size = group_size or default_group_size(device)
+    dim = x.shape[-1]
     for g in range(0, len(present), group_size):
         group = present[g : g + group_size]
         n_max = int(sizes[group].max())
@@ -192,6 +186,131 @@ def cluster_part_modes(features: np.ndarray, classes: np.ndarray, class_names: S
         labels = labels.cpu()
         for j, c in enumerate(group):
             counts[c] = np.bincount(labels[j, : sizes[c]].numpy(), minlength=k)[:k]
+
+
+def _as_points(features, normalize: bool) -> torch.Tensor:
+    """(M, D) float32 tensor of ``features`` (any float dtype), L2-normalised when ``normalize``."""
+    x = torch.from_numpy(np.array(features, np.float32))  # a new array (one float32 copy)
+    if normalize and len(x):  # in place, the operations of torch.nn.functional.normalize(x, dim=1)
+        x.div_(x.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    return x
+
+
+def cluster_part_modes(features: np.ndarray, classes: np.ndarray, class_names: Sequence[str], k: int,
+                       n_init: int = 10, max_iter: int = 300, seed: int = 0, normalize: bool = True,
+                       group_size: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> PartCentroids:
+    """k-means of the features of each object class.
+
+    Classes are sorted by their number of features and clustered ``group_size`` at a time in one
+    :func:`batched_kmeans` call (padded with ``valid``). Class ``c`` draws from its own generator
+    seeded ``seed * 100003 + c``, so its modes do not depend on the other classes nor on
+    ``group_size`` (up to float rounding). :func:`cluster_part_modes_streaming` gives the same
+    modes from features read in chunks, in bounded memory.
+
+    Args:
+        features: (M, D) float; classes: (M,) int object class of each feature.
+        class_names: the C object classes (classes without features get no used mode).
+        group_size: classes per call; None: :func:`default_group_size` of ``device``.
+        device: where to cluster.
+    """
+    x = _as_points(features, normalize)
+    dim = x.shape[1] if x.dim() == 2 else 0
+    centroids = np.zeros((len(class_names), k, dim), np.float32)
+    counts = np.zeros((len(class_names), k), np.int64)
+    classes = _check_classes(classes, len(x), len(class_names))
+    _cluster_classes(x, classes, np.arange(len(class_names)), centroids, counts, k, n_init, max_iter, seed,
+                     group_size or default_group_size(device), device)
+    return PartCentroids(class_names, centroids, counts, normalize)
+
+
+FeatureChunks = Callable[[], Iterable[Tuple[np.ndarray, np.ndarray]]]
+
+
+def plan_buckets(sizes: np.ndarray, row_bytes: int, budget_bytes: int) -> np.ndarray:
+    """Split the classes, in id order, into consecutive ranges of at most ``budget_bytes`` of features.
+
+    Args:
+        sizes: (C,) features per class; row_bytes: bytes of one feature row in memory.
+    Returns:
+        (B + 1,) class boundaries: bucket ``b`` holds classes ``[bounds[b], bounds[b + 1])``. A class
+        larger than the budget gets a bucket of its own.
+    """
+    bounds, used = [0], 0
+    for c, n in enumerate(np.asarray(sizes, np.int64)):
+        if used and used + n * row_bytes > budget_bytes:
+            bounds.append(c)
+            used = 0
+        used += int(n) * row_bytes
+    return np.asarray(bounds + [len(sizes)], np.int64)
+
+
+def cluster_part_modes_streaming(chunks: FeatureChunks, class_names: Sequence[str], k: int, workdir: str,
+                                 n_init: int = 10, max_iter: int = 300, seed: int = 0, normalize: bool = True,
+                                 group_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
+                                 budget_bytes: int = 1 << 30) -> PartCentroids:
+    """:func:`cluster_part_modes` of features read chunk by chunk, holding at most about
+    ``budget_bytes`` of (float32) features in memory at once.
+
+    Three passes: (1) count the features of each class (reads only the class indices); split the
+    classes into ranges whose float32 features fit the budget (:func:`plan_buckets`); (2) append
+    each chunk's rows to the file of their range under ``workdir`` (in the chunk's dtype, e.g.
+    float16 stays float16); (3) per range, load its file and cluster its classes as
+    :func:`cluster_part_modes` does. Each class keeps its rows in input order and its own generator,
+    so the modes equal the in-memory ones exactly when one range holds every class, and up to float
+    rounding otherwise (classes are grouped into ``batched_kmeans`` calls within a range). Memory: one
+    chunk plus one range (its features, their float32 copy and the k-means work space).
+
+    Args:
+        chunks: ``() -> iterable of (features (m, D) float array, classes (m,) int)``, called twice;
+            a memory-mapped array is read only in pass 2. The range files keep the dtype of the
+            (last non-empty) chunk.
+        workdir: folder of the range files (created; removed with them when done, if empty).
+    """
+    sizes, dim, dtype = np.zeros(len(class_names), np.int64), 0, np.dtype(np.float32)
+    for feats, cls in chunks():
+        cls = _check_classes(cls, len(feats), len(class_names))
+        sizes += np.bincount(cls, minlength=len(class_names))
+        if len(cls):
+            dim, dtype = feats.shape[1], np.dtype(feats.dtype)
+    bounds = plan_buckets(sizes, 4 * dim, budget_bytes)
+    os.makedirs(workdir, exist_ok=True)
+    paths = [(os.path.join(workdir, f"bucket-{b:05d}.feat"), os.path.join(workdir, f"bucket-{b:05d}.cls"))
+             for b in range(len(bounds) - 1)]
+    try:
+        for fp, cp in paths:
+            open(fp, "wb").close()
+            open(cp, "wb").close()
+        for feats, cls in chunks():
+            cls = np.asarray(cls, np.int64).reshape(-1)
+            if not len(cls):
+                continue
+            bucket = np.searchsorted(bounds, cls, side="right") - 1
+            order = np.argsort(bucket, kind="stable")
+            cuts = np.searchsorted(bucket[order], np.arange(len(paths) + 1))
+            rows = np.asarray(feats, dtype)
+            for b in np.unique(bucket):
+                idx = order[cuts[b] : cuts[b + 1]]
+                with open(paths[b][0], "ab") as f:
+                    np.ascontiguousarray(rows[idx]).tofile(f)
+                with open(paths[b][1], "ab") as f:
+                    cls[idx].astype(np.int32).tofile(f)
+        centroids = np.zeros((len(class_names), k, dim), np.float32)
+        counts = np.zeros((len(class_names), k), np.int64)
+        for b, (fp, cp) in enumerate(paths):
+            cls = np.fromfile(cp, np.int32).astype(np.int64)
+            if not len(cls):
+                continue
+            x = _as_points(np.fromfile(fp, dtype).reshape(-1, dim), normalize)
+            _cluster_classes(x, cls, np.arange(bounds[b], bounds[b + 1]), centroids, counts, k, n_init, max_iter,
+                             seed, group_size or default_group_size(device), device)
+            del x
+    finally:
+        for fp, cp in paths:
+            for path in (fp, cp):
+                if os.path.exists(path):
+                    os.remove(path)
+        if os.path.isdir(workdir) and not os.listdir(workdir):
+            os.rmdir(workdir)
     return PartCentroids(class_names, centroids, counts, normalize)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The whole PartDistillation pipeline on the embedded synthetic dataset, on CPU.
 
-    python projects/PartDistillation/run_synthetic.py [--scale cpu|smoke] [--output DIR] [--seeds 0 1 2]
+    python projects/PartDistillation/run_synthetic.py [--scale cpu|gpu|smoke] [--output DIR] [--seeds 0 1 2]
 
 Protocol: part labels of the seen classes are never used by PartDistillation; it learns from an
 unlabeled pool of images of the held-out test classes (a second synthetic draw, seed 1, so no
@@ -58,10 +58,14 @@ CONFIGS = os.path.join(ROOT, "configs", "synthetic")
 TEST = "synthetic_parts_test_agnostic"
 POOL = "synthetic_pd_pool"
 SCALES = {
-    "cpu": {"objects": 1200, "baseline": 1200, "proposals": 600, "distill": 600, "pool": 300, "test": TEST},
+    "cpu": {"objects": 1200, "baseline": 1200, "proposals": 600, "distill": 600, "pool": 300, "test": TEST,
+            "device": "cpu"},
+    # the cpu recipe on a GPU (same iterations and data, so its metrics compare with the cpu ones)
+    "gpu": {"objects": 1200, "baseline": 1200, "proposals": 600, "distill": 600, "pool": 300, "test": TEST,
+            "device": "cuda"},
     # plumbing check: a few iterations, the 12 test images of the mini variant
     "smoke": {"objects": 4, "baseline": 4, "proposals": 4, "distill": 4, "pool": 6,
-              "test": "synthetic_parts_mini_test_agnostic"},
+              "test": "synthetic_parts_mini_test_agnostic", "device": "cpu"},
 }
 BASELINE_OPTS = ["MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "50"]  # as many queries as the proposal model
 BASELINE = "supervised (seen classes)"
@@ -73,24 +77,25 @@ def metric_names(cap: int):
             "mapped_C-mIoU", "mapped_A-mIoU")
 
 
-def iteration_opts(iters: int, output: str, seed: int):
+def iteration_opts(iters: int, output: str, seed: int, device: str = "cpu"):
     return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({max(1, int(0.75 * iters))},)",
-            "OUTPUT_DIR", output, "MODEL.DEVICE", "cpu", "DATASETS.TEST", "()", "SEED", str(seed)]
+            "OUTPUT_DIR", output, "MODEL.DEVICE", device, "DATASETS.TEST", "()", "SEED", str(seed)]
 
 
-def train(config: str, iters: int, output: str, opts=(), seed: int = 0) -> str:
-    """Train ``config`` into ``output`` with ``SEED`` ``seed`` (skipped when ``model_final.pth``
-    exists); returns it."""
-    cfg = load_config(os.path.join(CONFIGS, config), list(opts) + iteration_opts(iters, output, seed))
+def train(config: str, iters: int, output: str, opts=(), seed: int = 0, device: str = "cpu") -> str:
+    """Train ``config`` into ``output`` with ``SEED`` ``seed`` on ``device`` (skipped when
+    ``model_final.pth`` exists); returns it."""
+    cfg = load_config(os.path.join(CONFIGS, config), list(opts) + iteration_opts(iters, output, seed, device))
     cfg.freeze()
     runs.train(cfg)
     return runs.final_weights(output)
 
 
-def evaluate(name: str, config: str, weights: str, output: str, opts=(), test: str = TEST, cap: int = 50) -> dict:
+def evaluate(name: str, config: str, weights: str, output: str, opts=(), test: str = TEST, cap: int = 50,
+             device: str = "cpu") -> dict:
     """PartDiscoveryEvaluator metrics of a model on the test classes (cached in ``output``)."""
     cfg = load_config(os.path.join(CONFIGS, config), list(opts) + [
-        "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{test}',)",
+        "MODEL.WEIGHTS", weights, "MODEL.DEVICE", device, "DATASETS.TEST", f"('{test}',)",
         "TEST.PART_DISCOVERY.ENABLED", "True", "MODEL.MASK_FORMER.TEST.RETURN_QUERY_EMBEDDINGS", "True",
         "TEST.DETECTIONS_PER_IMAGE", str(cap), "TEST.PART_DISCOVERY.MAX_DETS", str([1, 10, cap]),
     ])
@@ -104,8 +109,9 @@ def evaluate(name: str, config: str, weights: str, output: str, opts=(), test: s
 
 def run_seed(out: str, scale: dict, seed: int, pool: str, cap: int) -> dict:
     """Every stage and evaluation of one seed in ``out``; returns {model: metrics}."""
-    seed_opts = ["PART_DISTILLATION.SEED", str(seed), "MODEL.DEVICE", "cpu"]
-    objects = train("pd_objects_R_tiny.yaml", scale["objects"], os.path.join(out, "objects"), seed=seed)
+    dev = scale["device"]
+    seed_opts = ["PART_DISTILLATION.SEED", str(seed), "MODEL.DEVICE", dev]
+    objects = train("pd_objects_R_tiny.yaml", scale["objects"], os.path.join(out, "objects"), seed=seed, device=dev)
     groups_dir = os.path.join(out, "pixel_groups")
     # the stages do nothing for a complete output of the same fingerprint (and refuse another one)
     stages.pixel_grouping(
@@ -113,7 +119,7 @@ def run_seed(out: str, scale: dict, seed: int, pool: str, cap: int) -> dict:
         opts=["MODEL.WEIGHTS", objects, "OUTPUT_DIR", os.path.join(out, "logs", "pixel_grouping"), *seed_opts])
     register_stage_output("pd_groups", groups_dir)
     proposals = train("pd_proposals_R_tiny.yaml", scale["proposals"], os.path.join(out, "proposals"),
-                      ["MODEL.WEIGHTS", objects], seed)
+                      ["MODEL.WEIGHTS", objects], seed, dev)
     ranked_dir = os.path.join(out, "ranked")
     stages.rank_parts(
         config_file=os.path.join(CONFIGS, "pd_proposals_R_tiny.yaml"), dataset="pd_groups_agnostic",
@@ -122,17 +128,19 @@ def run_seed(out: str, scale: dict, seed: int, pool: str, cap: int) -> dict:
     register_stage_output("pd_ranked", ranked_dir)
     make_collages(input=ranked_dir, output=os.path.join(out, "collages"))  # cheap: redone
     distill = train("pd_distill_R_tiny.yaml", scale["distill"], os.path.join(out, "distill"),
-                    ["MODEL.WEIGHTS", proposals], seed)
+                    ["MODEL.WEIGHTS", proposals], seed, dev)
     # same start (the objects model) and as many iterations as PartDistillation after it
     baseline = train("mask2former_R_tiny_agnostic.yaml", scale["proposals"] + scale["distill"],
                      os.path.join(out, "baseline"),
                      BASELINE_OPTS + ["MODEL.WEIGHTS", objects, "DATASETS.TRAIN", "('synthetic_parts_train_agnostic',)",
-                                      "TEST.EVAL_PERIOD", "0"], seed)
+                                      "TEST.EVAL_PERIOD", "0"], seed, dev)
     test = scale["test"]
     return {
-        BASELINE: evaluate("baseline", "mask2former_R_tiny_agnostic.yaml", baseline, out, BASELINE_OPTS, test, cap),
-        "PD stage 1b proposals": evaluate("proposals", "pd_proposals_R_tiny.yaml", proposals, out, test=test, cap=cap),
-        DISTILLED: evaluate("distill", "pd_distill_R_tiny.yaml", distill, out, test=test, cap=cap),
+        BASELINE: evaluate("baseline", "mask2former_R_tiny_agnostic.yaml", baseline, out, BASELINE_OPTS, test, cap,
+                           dev),
+        "PD stage 1b proposals": evaluate("proposals", "pd_proposals_R_tiny.yaml", proposals, out, test=test, cap=cap,
+                                          device=dev),
+        DISTILLED: evaluate("distill", "pd_distill_R_tiny.yaml", distill, out, test=test, cap=cap, device=dev),
     }
 
 
@@ -176,7 +184,7 @@ def main(argv=None):
                         help="multiply every training run's iterations (the pool size is kept)")
     args = parser.parse_args(argv)
     setup_logger()
-    scale = {k: (v if k in ("pool", "test") else max(1, round(v * args.iters_scale)))
+    scale = {k: (v if k in ("pool", "test", "device") else max(1, round(v * args.iters_scale)))
              for k, v in SCALES[args.scale].items()}
     start = time.time()
     register_synthetic_parts(prefix=POOL, seed=1, num_images={"train": 0, "val": 0, "test": scale["pool"]})
