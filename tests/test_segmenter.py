@@ -338,3 +338,29 @@ def test_recipe_configs_have_the_released_checkpoints_layout(config, reference):
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert sorted(set(expected) ^ set(shapes)) == []
     assert {k: v for k, v in shapes.items() if list(expected[k]) != v} == {}
+
+
+def test_readme_api_example_runs(tmp_path, capsys):
+    """README.md's PartSegmenter example, with the tiny widths, random weights and a synthetic photo."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+        blocks = f.read().split("```python\n")[1:]
+    code = next(b.split("```")[0] for b in blocks if "PartSegmenter(" in b)
+    img, masks = scene()
+    photo = str(tmp_path / "photo.png")
+    cv2.imwrite(photo, img[:, :, ::-1])
+    for old, new in (('"photo.jpg"', repr(photo)), ('"weights/model_final_3c8ec9.pkl"', '""'),
+                     ('"grouping"])', '"grouping"] + TINY)'),
+                     ("PartSegmenter(cfg)", "PartSegmenter(cfg, random_weights=True)"),
+                     ("object_score_threshold=0.5", "object_score_threshold=0.0")):
+        assert old in code, old
+        code = code.replace(old, new)
+    tiny = TINY_M2F + ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+                       "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "5", "SEGMENTER.MAX_OBJECTS", "2"]
+    namespace = {"TINY": tiny}
+    torch.manual_seed(0)
+    exec(compile(code, "README.md", "exec"), namespace)
+    objects, overlay, result = namespace["objects"], namespace["overlay"], namespace["result"]
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert 1 <= len(objects) <= 2 and len([line for line in printed if line[:1].isdigit()]) == len(objects)
+    assert overlay.shape == (H, W + 220, 3) and overlay.dtype == np.uint8
+    assert len(result["objects"]) == len(objects) and all(p["object_id"] < len(objects) for p in result["parts"])
