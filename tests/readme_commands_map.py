@@ -44,8 +44,9 @@ SUBSTITUTIONS: List[Tuple[str, str, str]] = [
     (r"/path/to/PartImageNetPP", "raw/PartImageNetPP", "the fixture in the PartImageNet++ release's layout"),
     (r"datasets/synthetic_parts/", "datasets/synthetic_parts_mini/", "the mini variant of the synthetic dataset"),
     (r"(bench/run_all\.py)", r"\1 --scale 0.02 --cases evaluator,ss_loss", "two cases at 2% of the workload"),
-    (r"(tools/quickstart\.py)$", "\\1 --dataset synthetic_parts_mini --demo-images 2 SOLVER.MAX_ITER 2 "
-     "SOLVER.IMS_PER_BATCH 2 DATALOADER.NUM_WORKERS 0", "2 iterations of each model on the mini dataset"),
+    (r"(tools/quickstart\.py)$", "\\1 --demo-images 2 DATASETS.TRAIN \"('synthetic_parts_mini_train_agnostic',)\" "
+     "DATASETS.TEST \"('synthetic_parts_mini_test_agnostic',)\" SOLVER.MAX_ITER 2 SOLVER.IMS_PER_BATCH 2 "
+     "DATALOADER.NUM_WORKERS 0", "2 iterations on the mini dataset"),
 ]
 
 _SHORT = {
