@@ -288,3 +288,24 @@ def test_model_object_mask_source_with_a_stand_in_predictor(tiny_part_dataset):
     mask = ModelObjectMasks("unused.yaml", "unused.pth", score_thresh=0.5, predictor=predictor)(rec, img)
     assert mask.sum() == 100 and mask[:10, :10].all()  # the low-scoring detection is dropped
     assert not ModelObjectMasks("", "", 0.95, predictor=predictor)(rec, img).any()
+
+
+def test_model_object_mask_source_hands_the_predictor_bgr():
+    from detectron2.structures import Instances
+
+    from part_d2.data.object_masks import ModelObjectMasks
+
+    seen = []
+
+    def predictor(image):
+        seen.append(image.copy())
+        inst = Instances(image.shape[:2])
+        inst.pred_masks, inst.scores = torch.zeros(0, *image.shape[:2], dtype=torch.bool), torch.zeros(0)
+        return {"instances": inst}
+
+    image = np.zeros((4, 5, 3), np.uint8)
+    image[..., 0] = 200  # red in RGB, blue in BGR
+    ModelObjectMasks("", "", predictor=predictor, input_format="RGB")({}, image)
+    assert (seen[-1][..., 2] == 200).all() and (seen[-1][..., 0] == 0).all()  # red last: BGR
+    ModelObjectMasks("", "", predictor=predictor, input_format="BGR")({}, image)
+    assert (seen[-1] == image).all()  # already BGR: unchanged

@@ -163,11 +163,18 @@ class AlphaObjectMasks(ObjectMaskSource):
 
 @_register("model")
 class ModelObjectMasks(ObjectMaskSource):
-    """Masks predicted by a detectron2 instance model (union of detections above a threshold)."""
+    """Masks predicted by a detectron2 instance model (union of detections above a threshold).
 
-    def __init__(self, config_file: str, weights: str, score_thresh: float = 0.5, predictor=None):
+    ``input_format``: channel order of the images this source is given (the part model's
+    ``INPUT.FORMAT``); they are handed to the predictor in BGR, the order ``DefaultPredictor`` expects
+    (it converts to the object model's own ``INPUT.FORMAT``).
+    """
+
+    def __init__(self, config_file: str, weights: str, score_thresh: float = 0.5, predictor=None,
+                 input_format: str = "BGR"):
         self.config_file, self.weights, self.score_thresh = config_file, weights, score_thresh
         self._predictor = predictor
+        self.input_format = input_format
 
     @property
     def predictor(self):
@@ -179,7 +186,8 @@ class ModelObjectMasks(ObjectMaskSource):
         return self._predictor
 
     def __call__(self, record, image):
-        inst = self.predictor(image)["instances"].to("cpu")
+        bgr = image[:, :, ::-1] if self.input_format == "RGB" else image
+        inst = self.predictor(bgr)["instances"].to("cpu")
         keep = inst.scores >= self.score_thresh
         masks = inst.pred_masks[keep].numpy()
         return masks.any(axis=0) if len(masks) else np.zeros(image.shape[:2], dtype=bool)
@@ -198,5 +206,5 @@ def build_object_mask_source(cfg, training: bool = False) -> Optional[ObjectMask
     if c.SOURCE == "stored":
         return StoredObjectMasks(c.STORED_JSON)
     if c.SOURCE == "model":
-        return ModelObjectMasks(c.MODEL_CONFIG, c.MODEL_WEIGHTS, c.MODEL_SCORE_THRESH)
+        return ModelObjectMasks(c.MODEL_CONFIG, c.MODEL_WEIGHTS, c.MODEL_SCORE_THRESH, input_format=cfg.INPUT.FORMAT)
     return OBJECT_MASK_SOURCES[c.SOURCE]()
