@@ -145,6 +145,8 @@ PARSE_ONLY: Dict[str, str] = {
     "--detic": "needs a Detic checkout, its weights and CLIP (tests/test_detic_adapter.py: a stand-in checkout)",
     "tools/web_demo.py": "starts a server; tests/test_web_demo.py runs the tool's main (server replaced by a "
                          "recorder) and drives the page in a browser",
+    "bench/bench_segmenter.py": "times full-size R50 models on a 640-pixel image (about 2 min of CPU); "
+                                "tests/test_segmenter.py runs the same API calls with tiny models",
     "--object-source detic": "needs a Detic checkout, its weights and CLIP (tests/test_segmenter.py runs the detic "
                              "object source with a stand-in detector)",
 }
