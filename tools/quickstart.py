@@ -4,7 +4,7 @@
 generate the data → train a tiny class-agnostic Cascade Mask R-CNN on the seen object classes →
 evaluate class-agnostic mask AP/AR on unseen classes → write demo overlays and a collage.
 
-    python tools/quickstart.py [--output output/quickstart] [--num-gpus N] [KEY VALUE ...]
+    python tools/quickstart.py [--output output/quickstart] [--seed 0] [--num-gpus N] [KEY VALUE ...]
 
 Rerunning continues from the last checkpoint (a finished training is not repeated).
 """
@@ -31,7 +31,7 @@ CONFIG = "configs/synthetic/cascade_mask_rcnn_R_tiny_agnostic.yaml"
 
 
 def quickstart(args):
-    cfg = load_config(args.config_file, ["OUTPUT_DIR", args.output] + args.opts)
+    cfg = load_config(args.config_file, ["OUTPUT_DIR", args.output, "SEED", str(args.seed)] + args.opts)
     check_datasets(cfg)
     cfg.freeze()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -79,6 +79,7 @@ def main(argv=None):
     parser.add_argument("--config-file", default=CONFIG)
     parser.add_argument("--output", default="output/quickstart")
     parser.add_argument("--demo-images", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0, help="SEED: initialisation and data order (-1: random)")
     parser.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs, or CPU processes with gloo)")
     add_lock_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
