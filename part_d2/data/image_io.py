@@ -7,7 +7,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from part_d2.utils.errors import ImageReadError
 
-__all__ = ["ImageReadError", "check_image_size", "has_alpha_channel", "read_alpha_channel", "read_image_checked"]
+__all__ = ["ImageReadError", "check_image_size", "has_alpha_channel", "pil_has_alpha", "read_alpha_channel",
+           "read_image_checked"]
 
 
 def _to_8bit_rgb(img: Image.Image) -> Image.Image:
@@ -42,13 +43,18 @@ def read_image_checked(file_name: str, format: str = "BGR") -> np.ndarray:
     return convert_PIL_to_numpy(img, format)
 
 
+def pil_has_alpha(img: Image.Image) -> bool:
+    """Whether an opened image has an alpha channel (RGBA, LA, PA, or a palette with transparency)."""
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+
+
 def has_alpha_channel(file_name: str) -> bool:
     """Whether an image file has an alpha channel (RGBA, LA, or a palette with transparency)."""
     if not os.path.isfile(file_name):
         raise ImageReadError(f"{file_name}: image file not found")
     try:
         with Image.open(file_name) as img:
-            return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+            return pil_has_alpha(img)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageReadError(f"{file_name}: cannot decode image ({e})") from None
 

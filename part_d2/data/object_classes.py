@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from part_d2.data.object_mask_models import normalize_class_name
 from part_d2.utils.errors import PartDatasetError
 from part_d2.utils.io import atomic_write_json, read_json
 
@@ -29,10 +30,6 @@ def write_object_class_json(path: str, mapping: Dict[str, int]) -> None:
     atomic_write_json(path, dict(sorted(mapping.items())))
 
 
-def _norm(name: str) -> str:
-    return " ".join(str(name).lower().replace("_", " ").split())
-
-
 def read_class_list(path: str) -> List[Dict]:
     """``[{"wnid", "name"}]`` of a class-list json: ``{"classes": [...]}`` or a bare list."""
     data = read_json(path)
@@ -47,11 +44,11 @@ def class_index(model_classes: Sequence[str], class_list: Sequence[Dict] = ()) -
     ``class_list`` whose name is a model class (normalised: case, ``_`` and spaces)."""
     index: Dict[str, int] = {}
     for i, name in enumerate(model_classes):
-        index.setdefault(_norm(name), i)
+        index.setdefault(normalize_class_name(name), i)
     for c in class_list:
-        i = index.get(_norm(c["name"]))
+        i = index.get(normalize_class_name(c["name"]))
         if i is not None and c.get("wnid"):
-            index.setdefault(_norm(c["wnid"]), i)
+            index.setdefault(normalize_class_name(c["wnid"]), i)
     return index
 
 
@@ -83,7 +80,7 @@ def object_class_map(records: Sequence[Dict], eval_classes: Sequence[str], model
         if c is None or not 0 <= c < len(eval_classes):
             unmatched["<no object class>"] += 1
             continue
-        i = index.get(_norm(eval_classes[c]))
+        i = index.get(normalize_class_name(eval_classes[c]))
         if i is None:
             unmatched[eval_classes[c]] += 1
         else:
@@ -102,7 +99,8 @@ def check_object_classes(eval_classes: Sequence[str], model_classes: Sequence[st
                          model_source: str) -> Optional[str]:
     """None when ``object_category_id`` of ``dataset`` indexes the model's classes (same lists),
     else the problem in one line."""
-    if not eval_classes or not model_classes or [_norm(c) for c in eval_classes] == [_norm(c) for c in model_classes]:
+    same = [normalize_class_name(c) for c in eval_classes] == [normalize_class_name(c) for c in model_classes]
+    if not eval_classes or not model_classes or same:
         return None
     return (f"'{dataset}' has {len(eval_classes)} object classes that are not the {len(model_classes)} classes "
             f"of the stage-3 classifier ({model_source}): its object_category_id would pick another class's rows. "

@@ -54,7 +54,8 @@ def check_config_file(config_file: str, chain: Tuple[str, ...] = ()) -> None:
         check_config_file(_base_path(config_file, base), chain + (real,))
 
 
-def _key(cfg, key: str):
+def config_value(cfg, key: str):
+    """The value of a dotted ``key`` (e.g. ``SEGMENTER.TOPK``) in ``cfg``, or None when absent."""
     node = cfg
     for part in key.split("."):
         if part not in node:
@@ -97,7 +98,7 @@ def validate_config(cfg) -> None:
         ConfigError: naming the key, its value and what it must be.
     """
     for key, ok, what in _RANGES:
-        value = _key(cfg, key)
+        value = config_value(cfg, key)
         if value is not None and not ok(value):
             raise ConfigError(f"{key}={value!r}: must be {what}")
     mean, std = list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD)
@@ -134,7 +135,7 @@ def check_datasets(cfg, keys: Sequence[str] = ("DATASETS.TRAIN", "DATASETS.TEST"
     produced = tuple(f"{node.PREFIX}_" for node in (pipeline.values() if pipeline else ())
                      if hasattr(node, "INPUT") and node.INPUT and node.PREFIX)
     for key in keys:
-        for name in _key(cfg, key) or ():
+        for name in config_value(cfg, key) or ():
             if not (produced and name.startswith(produced)):
                 check_registered(name, key)
 

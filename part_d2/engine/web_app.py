@@ -30,7 +30,9 @@ import numpy as np
 from flask import Flask, Response, jsonify, request, send_from_directory
 from PIL import Image, UnidentifiedImageError
 
+from part_d2.data.image_io import pil_has_alpha
 from part_d2.engine import segmenter as api
+from part_d2.engine.config_checks import config_value
 from part_d2.structures.masks import mask_to_rle
 from part_d2.utils.errors import ConfigError, ImageReadError, PartDatasetError, clean_error_message
 
@@ -87,7 +89,7 @@ class SegmenterBackend:
 
     def option_defaults(self) -> Dict:
         """The page's options (and the object score threshold) as configured."""
-        out = {name: typ(_cfg_value(self.cfg, key)) for name, (key, typ) in PART_OPTIONS.items()}
+        out = {name: typ(config_value(self.cfg, key)) for name, (key, typ) in PART_OPTIONS.items()}
         return {**out, "object_score_threshold": float(self.cfg.SEGMENTER.OBJECT_SCORE_THRESHOLD)}
 
     def detect(self, image: np.ndarray, vocabulary: Optional[List[str]], object_score_threshold: float) -> List:
@@ -110,12 +112,6 @@ class SegmenterBackend:
         return api.to_json(res, "", (h, w)), api.draw(image[..., :3], res)
 
 
-def _cfg_value(cfg, key: str):
-    for name in key.split("."):
-        cfg = getattr(cfg, name)
-    return cfg
-
-
 def read_upload(data: bytes, name: str) -> np.ndarray:
     """Uploaded image bytes -> (H, W, 3) uint8 RGB, or (H, W, 4) RGBA when it has an alpha channel."""
     try:
@@ -123,8 +119,7 @@ def read_upload(data: bytes, name: str) -> np.ndarray:
         img.load()
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise RequestError(f"{name}: not a readable image ({clean_error_message(str(e)) or type(e).__name__})")
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    return np.asarray(img.convert("RGBA" if has_alpha else "RGB")).copy()
+    return np.asarray(img.convert("RGBA" if pil_has_alpha(img) else "RGB")).copy()
 
 
 def read_mask_data_url(url: str, height: int, width: int) -> np.ndarray:
