@@ -46,7 +46,7 @@ def case_kwargs(name: str, args) -> Dict:
     if name == "pixel_grouping":
         return {"channels": args.pg_channels}
     if name == "mask2former":
-        return {"config": repo_path(args.m2f_config), "reference": args.reference}
+        return {"config": repo_path(args.m2f_config), "reference": args.reference, "detectron2": args.detectron2}
     if name == "ss_loss":
         return {"config": repo_path(args.ss_config), "size": args.ss_size}
     if name == "offline_stages":
@@ -129,6 +129,7 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--reference", default="", help="official Mask2Former checkout for the mask2former case")
+    parser.add_argument("--detectron2", default="", help="detectron2 checkout (its PointRend project) for --reference")
     parser.add_argument("--m2f-config", default="configs/mask2former/maskformer2_R50_part_agnostic.yaml")
     parser.add_argument("--ss-config", default="configs/synthetic/mask2former_R_tiny_agnostic.yaml")
     parser.add_argument("--ss-size", type=int, default=128, help="image side of the ss_loss case")

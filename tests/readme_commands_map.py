@@ -147,6 +147,8 @@ PARSE_ONLY: Dict[str, str] = {
                          "recorder) and drives the page in a browser",
     "bench/bench_segmenter.py": "times full-size R50 models on a 640-pixel image (about 2 min of CPU); "
                                 "tests/test_segmenter.py runs the same API calls with tiny models",
+    "bench/bench_mask2former.py": "times full-size R50 models against an official Mask2Former checkout, which CI "
+                                  "does not have; tests/test_bench_smoke.py runs the same case at reduced size",
     "--object-source detic": "needs a Detic checkout, its weights and CLIP (tests/test_segmenter.py runs the detic "
                              "object source with a stand-in detector)",
 }
