@@ -1,9 +1,11 @@
 """The two paper pipelines end to end at their "smoke" scale (a few iterations, the mini dataset):
 every stage runs, the tables are complete, and a rerun resumes without redoing anything."""
 import importlib.util
+import json
 import math
 import os
 
+import cv2
 import pytest
 from file_trees import file_tree
 
@@ -36,6 +38,7 @@ def test_ops_miniature_smoke_prints_tables_1_to_3_and_resumes(tmp_path):
     assert all(0 <= r["AP"] <= 100 and not math.isnan(r["mIoU"]) for r in rows)
     with open(os.path.join(out, "table.md")) as f:
         assert f.read().count("\n") == len(rows) + 2
+    assert cv2.imread(os.path.join(out, "table.png")).shape[0] > 100
     weights = _mtimes(out, ".pth")
     assert len(weights) == 8  # aware, agnostic, pre x 2, control, SS, ST, SS+ST
     assert ops.main(["--scale", "smoke", "--output", out]) == rows
@@ -61,6 +64,11 @@ def test_part_distillation_smoke_reports_ar_and_miou_and_resumes(tmp_path):
     with open(os.path.join(seed0, "baseline", "config.yaml")) as f:
         baseline = f.read()
     assert "objects/model_final.pth" in baseline and "MAX_ITER: 8" in baseline  # = proposals 4 + distill 4
+    with open(os.path.join(out, "results.json")) as f:
+        saved = json.load(f)
+    assert saved["seeds"] == [0]
+    assert saved["values"]["AR@10"] == {name: [m["AR@10"]] for name, m in rows.items()}
+    assert cv2.imread(os.path.join(out, "results.png")).shape[0] > 100
     weights = _mtimes(out, ".pth")
     assert pd.main(["--scale", "smoke", "--output", out]) == rows
     assert _mtimes(out, ".pth") == weights

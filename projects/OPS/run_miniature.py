@@ -22,6 +22,9 @@ true objects (test split) is reported beside the table.
 ``--tables`` runs a subset (e.g. ``--tables 3`` trains only the pre-aware imperfect-mask base model
 and its fine-tunings), to fit a time budget.
 
+The table is written to ``--output/table.md`` (and plotted, with each seed's value, in
+``table.png``) and with per-seed values to ``results.json``.
+
 Trained models are reused across rows (post-aware rows only re-evaluate). Each training run has its
 own directory under ``--output/seed<S>`` (skipped when its ``model_final.pth`` exists) and each
 evaluation its json under ``--output/seed<S>/evals`` (skipped when present), so an interrupted run
@@ -47,7 +50,7 @@ from part_d2.engine.pseudo_labels import (
     pseudo_labels_done,
 )
 from part_d2.engine.setup import load_config
-from part_d2.evaluation.seeds import HIGHER, LOWER, compare, mean_sd
+from part_d2.evaluation.seeds import HIGHER, LOWER, compare, mean_sd, plot_seeds
 from part_d2.modeling.build import load_part_model
 from part_d2.utils.io import atomic_write_json
 from part_d2.utils.provenance import weights_id
@@ -309,6 +312,9 @@ def main(argv: Optional[List[str]] = None):
     output = os.path.abspath(args.output)
     with open(os.path.join(output, "table.md"), "w") as f:
         f.write(table + "\n")
+    plot_seeds({m: {f"T{r['table']} {r['row']}": r[f"{m}_values"] for r in rows} for m in METRICS},
+               os.path.join(output, "table.png"),
+               f"OPS miniature, seeds {list(seeds)} (bar: mean, whisker: sd, dots: seeds)")
     settings = {k: v for k, v in minis[0].settings.items() if k != "seeds"}
     atomic_write_json(os.path.join(output, "results.json"), {
         "settings": settings, "seeds": list(seeds), "rows": rows, "orderings": orderings,

@@ -28,7 +28,8 @@ Every model is evaluated with the same detection cap (``--det-cap``, default 50 
 the baseline and the proposals; stage 3 could return up to 50 x 8 (query, part class) pairs):
 AR@{1,10,cap} (plain and per-object merged GT), mIoU-clustered (query embeddings) and mIoU-mapped
 (stage 3), on the unseen test classes. 3x3 collages of the stage-2 parts of each object class are
-written to ``OUTPUT/seed<S>/collages``.
+written to ``OUTPUT/seed<S>/collages``; the table to ``OUTPUT/results.md``, each seed's values to
+``results.json`` and their plot to ``results.png``.
 
 With several ``--seeds`` (training and k-means seeds; the data are fixed) the table gives mean
 +- sample standard deviation over seeds, and a "stage 3 vs baseline" line marks the metrics whose
@@ -47,8 +48,8 @@ from part_d2.data.shards import register_stage_output
 from part_d2.engine import runs, stages
 from part_d2.engine.collages import make_collages
 from part_d2.engine.setup import load_config
-from part_d2.evaluation.seeds import compare, mean_sd
-from part_d2.utils.io import atomic_write_bytes
+from part_d2.evaluation.seeds import compare, mean_sd, plot_seeds
+from part_d2.utils.io import atomic_write_bytes, atomic_write_json
 from part_d2.utils.provenance import weights_id
 
 logger = logging.getLogger("part_d2.pd_synthetic")
@@ -197,6 +198,12 @@ def main(argv=None):
           f"seeds {args.seeds}, {args.det_cap} detections, {time.time() - start:.0f} s)")
     print(text)
     atomic_write_bytes(os.path.join(args.output, "results.md"), (text + "\n").encode())
+    values = {m: {name: [rows[name][m] for rows in per_seed] for name in per_seed[0] if m in per_seed[0][name]}
+              for m in metrics}
+    atomic_write_json(os.path.join(args.output, "results.json"), {"seeds": list(args.seeds), "values": values})
+    plot_seeds({m: v for m, v in values.items() if v}, os.path.join(args.output, "results.png"),
+               f"PartDistillation, synthetic unseen classes, seeds {list(args.seeds)} "
+               "(bar: mean, whisker: sd, dots: seeds)")
     return {name: {m: v[0] for m, v in stats.items()} for name, stats in summary.items()}
 
 
