@@ -108,3 +108,24 @@ def test_part_distillation_seed_table_marks_gaps_beyond_the_spread():
     text = pd.table(summary, ("AR@1", "AR@10"), [0, 1, 2])
     assert "2.00 +- 0.10" in text
     assert "AR@1: higher; AR@10: within spread" in text  # 1.1 +- 0.3 vs 1.0 +- 0.0
+
+
+def test_ops_miniature_paired_differences_by_hand():
+    ops = _script("projects/OPS/run_miniature.py", "ops_miniature")
+    base, ss = "base (pre, imperfect)", "+ SS"
+
+    def seed_rows(b, s):
+        return [{"table": "3", "row": label, "AP": ap, "AP50": 0.0, "mIoU": ap, "mACC": 0.0}
+                for label, ap in ((base, b), (ss, s))]
+
+    # AP: base 4.0, 5.0, 9.0 (unpaired sd 2.65); + SS 4.3, 5.2, 9.4 -> differences 0.3, 0.2, 0.4:
+    # mean 0.3 > sd 0.1 although the unpaired gap (0.3) is far inside the spread
+    rows = ops.aggregate([seed_rows(4.0, 4.3), seed_rows(5.0, 5.2), seed_rows(9.0, 9.4)])
+    paired = {(p["row"], p["metric"]): p for p in ops.paired_differences(rows)}
+    ap = paired[(ss, "AP")]
+    assert ap["reference"] == base and ap["differences"] == pytest.approx([0.3, 0.2, 0.4])
+    assert ap["mean"] == pytest.approx(0.3) and ap["sd"] == pytest.approx(0.1) and ap["verdict"] == "higher"
+    assert paired[(ss, "AP50")]["verdict"] == "within spread"  # 0 +- 0: no difference
+    assert {p["row"] for p in paired.values()} == {ss}  # pairs whose rows were not run are left out
+    one = ops.paired_differences(ops.aggregate([seed_rows(4.0, 4.3)]))
+    assert {p["verdict"] for p in one} == {"one seed: not testable"}

@@ -274,6 +274,32 @@ def check_orderings(rows: List[Dict], metric: str = "AP") -> List[Dict]:
     return out
 
 
+# Table 3's fine-tunings start from the same base model in each seed, so their per-seed differences
+# are paired: (row, reference row).
+PAIRS = [
+    ("+ SS", "base (pre, imperfect)"), ("+ ST", "base (pre, imperfect)"), ("+ SS + ST", "base (pre, imperfect)"),
+    ("base, trained longer (control)", "base (pre, imperfect)"),
+    ("+ SS", "base, trained longer (control)"), ("+ ST", "base, trained longer (control)"),
+    ("+ SS + ST", "base, trained longer (control)"),
+]
+
+
+def paired_differences(rows: List[Dict]) -> List[Dict]:
+    """Per-seed differences of each :data:`PAIRS` pair on every metric, their mean and sd, and the
+    verdict of the same rule against zero (``higher`` when mean > sd, ``lower`` when -mean > sd)."""
+    by_label = {r["row"]: r for r in rows}
+    out = []
+    for row, reference in PAIRS:
+        if row not in by_label or reference not in by_label:
+            continue
+        for m in METRICS:
+            diffs = [a - b for a, b in zip(by_label[row][f"{m}_values"], by_label[reference][f"{m}_values"])]
+            mean, sd = mean_sd(diffs)
+            out.append({"row": row, "reference": reference, "metric": m, "differences": diffs, "mean": mean,
+                        "sd": sd, "verdict": compare((mean, sd), (0.0, 0.0))})
+    return out
+
+
 def _cell(r: Dict, m: str) -> str:
     sd = r[f"{m}_sd"]
     return f"{r[m]:.2f}" if sd is None else f"{r[m]:.2f} ± {sd:.2f}"
@@ -307,6 +333,7 @@ def main(argv: Optional[List[str]] = None):
         per_seed.append(run(mini, args.tables))
     rows = aggregate(per_seed)
     orderings = check_orderings(rows)
+    paired = paired_differences(rows)
     iou = imperfect_mask_iou(minis[0])
     table = markdown_table(rows)
     output = os.path.abspath(args.output)
@@ -318,6 +345,7 @@ def main(argv: Optional[List[str]] = None):
     settings = {k: v for k, v in minis[0].settings.items() if k != "seeds"}
     atomic_write_json(os.path.join(output, "results.json"), {
         "settings": settings, "seeds": list(seeds), "rows": rows, "orderings": orderings,
+        "paired_differences": paired,
         "imperfect_mask_iou": iou})
     print(table)
     print(f"\nImperfect object masks vs the true objects ({iou['images']} test images): mean IoU "
@@ -326,6 +354,13 @@ def main(argv: Optional[List[str]] = None):
     for o in orderings:
         spread = "n/a" if o["spread"] is None else f"{o['spread']:.2f}"
         print(f"- {o['ordering']}: gap {o['gap']:+.2f}, spread {spread} -> {o['verdict']}")
+    if paired:
+        print("\nTable 3 paired per seed (each fine-tuning starts from that seed's base model): "
+              "row - reference, mean ± sd of the differences (higher/lower: |mean| > sd)")
+        for p in paired:
+            sd = "n/a" if p["sd"] is None else f"{p['sd']:.2f}"
+            print(f"- {p['row']} - {p['reference']}, {p['metric']}: "
+                  f"{', '.join(f'{d:+.2f}' for d in p['differences'])} -> {p['mean']:+.2f} ± {sd}: {p['verdict']}")
     print(f"\n({time.perf_counter() - start:.0f} s; settings {settings})")
     return rows
 
