@@ -20,6 +20,15 @@ VENV="$ROOT/.venv"
 PY_BOOT="${PART_D2_PYTHON:-python3}"
 log() { echo "[setup_env] $*"; }
 
+# Run a pip command without its "WARNING: Location" lines; stop with a one-line error when pip
+# fails (e.g. no space left on device), instead of going on with a half-installed environment.
+quiet_pip() {
+    if ! "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; then
+        echo "error: setup_env.sh: this pip command failed (its message is above): $*" >&2
+        exit 1
+    fi
+}
+
 refresh_lock() {
     # Resolve requirements/d2-v0.6.in from scratch (no cache of this project's environment) and
     # write the complete set of resolved versions, atomically, to requirements/d2-v0.6.lock.
@@ -27,10 +36,8 @@ refresh_lock() {
     trap 'rm -rf "$tmp"' RETURN
     log "resolving requirements/d2-v0.6.in in a scratch environment"
     "$PY_BOOT" -m venv "$tmp/venv"
-    "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check "pip>=23,<24.1" "setuptools<81" wheel \
-        2>&1 | grep -v "^WARNING: Location" || true
-    "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/d2-v0.6.in" \
-        2>&1 | grep -v "^WARNING: Location" || true
+    quiet_pip "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check "pip>=23,<24.1" "setuptools<81" wheel
+    quiet_pip "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements/d2-v0.6.in"
     {
         echo "# Exact versions of every package tools/setup_env.sh installs on the registry-detectron2 path"
         echo "# (detectron2 v0.6 sources, numpy < 1.24), resolved from requirements/d2-v0.6.in with"
@@ -55,6 +62,7 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install -q --disable-pip-version-check)
 
+
 have() { "$PY" -c "import $1" >/dev/null 2>&1; }
 
 LOCK="$ROOT/requirements/d2-v0.6.lock"
@@ -68,13 +76,13 @@ if [ "$D2_FROM_REGISTRY" = 1 ]; then
     # the pb1-detectron2 sdist, which `pip download` below needs), then every package at its
     # locked version; --no-deps: the lock is the complete, resolved set.
     log "installing the locked environment ($(grep -c '==' "$LOCK") packages, $(basename "$LOCK"))"
-    "${PIP[@]}" $(grep -E '^(pip|setuptools|wheel)==' "$LOCK") 2>&1 | grep -v "^WARNING: Location" || true
-    "${PIP[@]}" --no-deps -r <(grep -vE '^(pip|setuptools|wheel)==' "$LOCK") 2>&1 | grep -v "^WARNING: Location" || true
+    quiet_pip "${PIP[@]}" $(grep -E '^(pip|setuptools|wheel)==' "$LOCK")
+    quiet_pip "${PIP[@]}" --no-deps -r <(grep -vE '^(pip|setuptools|wheel)==' "$LOCK")
 else
     log "detectron2 $("$PY" -c 'import detectron2;print(detectron2.__version__)') is installed: dependencies from requirements/d2-main.txt"
-    "${PIP[@]}" "pip>=23" "setuptools<81" wheel 2>&1 | grep -v "^WARNING: Location" || true
-    "${PIP[@]}" -r "$ROOT/requirements/d2-main.txt" 2>&1 | grep -v "^WARNING: Location" || true
-    "${PIP[@]}" --no-deps lvis 2>&1 | grep -v "^WARNING: Location" || true  # the tests' LVISEval reference
+    quiet_pip "${PIP[@]}" "pip>=23" "setuptools<81" wheel
+    quiet_pip "${PIP[@]}" -r "$ROOT/requirements/d2-main.txt"
+    quiet_pip "${PIP[@]}" --no-deps lvis  # the tests' LVISEval reference
 fi
 
 if [ "$D2_FROM_REGISTRY" = 1 ] && ! have detectron2; then
@@ -82,8 +90,8 @@ if [ "$D2_FROM_REGISTRY" = 1 ] && ! have detectron2; then
     TMP="$(mktemp -d)"
     trap 'rm -rf "$TMP"' EXIT
     # The sdist's setup.py imports torch, hence --no-build-isolation; only the archive is used.
-    "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-build-isolation \
-        -d "$TMP" "pb1-detectron2==0.6" 2>&1 | grep -v "^WARNING: Location" || true
+    quiet_pip "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-build-isolation \
+        -d "$TMP" "pb1-detectron2==0.6"
     tar -xzf "$TMP"/pb1-detectron2-0.6.tar.gz -C "$TMP"
     SITE="$("$PY" -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')"
     rm -rf "$SITE/detectron2"
@@ -111,7 +119,7 @@ fi
 # Checked from / so that the current directory does not shadow the installed package.
 if [ "$(cd / && "$PY" -c 'import part_d2,os;print(os.path.dirname(os.path.dirname(part_d2.__file__)))' 2>/dev/null)" != "$ROOT" ]; then
     log "installing part_d2 (editable)"
-    "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT" 2>&1 | grep -v "^WARNING: Location" || true
+    quiet_pip "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 fi
 
 cd / && "$PY" -c "import torch, torchvision, detectron2, part_d2, pydensecrf.densecrf; \
