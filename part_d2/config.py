@@ -116,9 +116,9 @@ def _add_object_mask_config(cfg):
     # "rgba" (alpha channel of the image file), "imperfect" (perturbed perfect), "model"
     cfg.INPUT.OBJECT_MASK.SOURCE = "perfect"
     cfg.INPUT.OBJECT_MASK.STORED_JSON = ""  # "stored" source: json {file_name or image_id: [RLE, ...]}
-    cfg.INPUT.OBJECT_MASK.MODEL_CONFIG = ""  # "model" source: detectron2 config of an instance model
+    cfg.INPUT.OBJECT_MASK.MODEL_CONFIG = ""  # "model" source: detectron2 config of an instance or foreground model
     cfg.INPUT.OBJECT_MASK.MODEL_WEIGHTS = ""  # "model" source: its weights
-    cfg.INPUT.OBJECT_MASK.MODEL_SCORE_THRESH = 0.5  # "model" source: keep detections above this score
+    cfg.INPUT.OBJECT_MASK.MODEL_SCORE_THRESH = 0.5  # "model" source: least score of a detection (foreground pixel)
     # "imperfect": largest erosion/dilation kernel side, fraction of sqrt(object area); with the shift
     # below, mean IoU 0.81 with the true object on the synthetic train split (projects/OPS/README.md)
     cfg.INPUT.OBJECT_MASK.IMPERFECT_KERNEL_FRACTION = 0.12
@@ -126,6 +126,8 @@ def _add_object_mask_config(cfg):
     cfg.INPUT.OBJECT_MASK.IMPERFECT_SEED = 0  # "imperfect": seed (combined with the image id)
     cfg.INPUT.OBJECT_MASK.INIT = "zero"  # init of the 4th stem channel: "zero", "mean" or "random"
     cfg.INPUT.OBJECT_MASK.PIXEL_VALUE = 255.0  # value of object pixels in the 4th channel (before normalisation)
+    # training: also give a "sem_seg" target, 1 on the object mask (SOURCE), 0 elsewhere (a foreground model)
+    cfg.INPUT.OBJECT_MASK.FOREGROUND_TARGET = False
     cfg.TEST.POST_AWARE = CN()
     cfg.TEST.POST_AWARE.ENABLED = False  # crop predicted parts to the object mask ("post-aware")
     # optional rules beyond the paper's crop (part_d2 options; defaults = crop only, as the paper):
@@ -332,7 +334,8 @@ def _add_segmenter_config(cfg):
     """``PartSegmenter`` (part_d2/engine/segmenter.py, tools/demo.py): objects of a photo, then their parts."""
     seg = cfg.SEGMENTER = CN()
     # objects: "auto" (the alpha channel of RGBA inputs, else the whole image), "model" (a detectron2
-    # instance model), "detic" (a Detic checkout), "alpha", "image" (the whole image is one object)
+    # instance model, or a foreground model's connected components), "detic" (a Detic checkout),
+    # "alpha", "image" (the whole image is one object)
     seg.OBJECT_SOURCE = "auto"
     # parts: "auto" (object_aware for 4-channel models, else proposals), "object_aware" (one pass per
     # object with its mask), "proposals" (one pass per image, clipped per object), "grouping" (k-means)

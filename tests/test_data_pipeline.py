@@ -200,6 +200,21 @@ def test_lsj_mapper_four_channels(tiny_part_dataset):
     assert not obj[-1].any() or not obj[:, -1].any()
 
 
+def test_foreground_target_is_the_object_mask_under_the_same_augmentation(tiny_part_dataset):
+    json_file, root, _ = tiny_part_dataset
+    rec = load_part_json(json_file, root, "objects")[1]
+    cfg = _cfg(**{"INPUT.IMAGE_SIZE": 96, "INPUT.MIN_SCALE": 0.5, "INPUT.MAX_SCALE": 1.0,
+                  "INPUT.OBJECT_MASK.FOREGROUND_TARGET": True, "INPUT.MASK_FORMAT": "bitmask"})
+    np.random.seed(0)
+    out = PartDatasetMapper(cfg, True)(rec)
+    assert out["image"].shape[0] == 3 and out["sem_seg"].dtype == torch.int64
+    assert tuple(out["sem_seg"].shape) == (96, 96) and set(out["sem_seg"].unique().tolist()) == {0, 1}
+    objects = out["instances"].gt_masks.tensor.any(0)
+    assert (objects == (out["sem_seg"] == 1)).float().mean() > 0.97  # same transform, up to resampling
+    assert "sem_seg" not in PartDatasetMapper(_cfg(**{"INPUT.IMAGE_SIZE": 96}), True)(rec)
+    assert "sem_seg" not in PartDatasetMapper(cfg, False)(rec)  # a training target only
+
+
 def test_class_agnostic_key_contradicting_a_parts_training_view_is_an_error(tiny_part_dataset):
     json_file, root, _ = tiny_part_dataset
     register_part_json("cagn", json_file, root)
@@ -288,6 +303,28 @@ def test_model_object_mask_source_with_a_stand_in_predictor(tiny_part_dataset):
     mask = ModelObjectMasks("unused.yaml", "unused.pth", score_thresh=0.5, predictor=predictor)(rec, img)
     assert mask.sum() == 100 and mask[:10, :10].all()  # the low-scoring detection is dropped
     assert not ModelObjectMasks("", "", 0.95, predictor=predictor)(rec, img).any()
+
+
+def test_foreground_model_objects_are_its_connected_components():
+    from part_d2.data.object_masks import ModelObjectMasks, foreground_instances
+
+    logits = torch.zeros(2, 20, 30)
+    logits[1, 2:6, 2:8] = 3.0  # object probability 0.95
+    logits[1, 10:18, 12:28] = 1.0  # 0.73
+    logits[1, 0, 29] = 5.0  # one pixel: below the least area (0.002 * 600 = 1.2 pixels)
+    logits[1, 19, 0:3] = 0.2  # 0.55: above 0.5, below 0.6
+    inst = foreground_instances(logits, score_thresh=0.6)
+    assert inst.pred_masks.shape == (2, 20, 30) and inst.pred_classes.tolist() == [0, 0]
+    assert inst.pred_masks.flatten(1).sum(1).tolist() == [24, 128]  # by decreasing score
+    assert inst.scores.tolist() == pytest.approx([torch.sigmoid(torch.tensor(3.0)).item(),
+                                                  torch.sigmoid(torch.tensor(1.0)).item()])
+    assert inst.pred_boxes.tensor.tolist() == [[2, 2, 8, 6], [12, 10, 28, 18]]
+    assert len(foreground_instances(logits, score_thresh=0.52)) == 3  # the 3-pixel row joins (0.5: all pixels)
+    assert len(foreground_instances(torch.tensor([1.0, 0.0])[:, None, None].expand(2, 4, 4))) == 0
+
+    source = ModelObjectMasks("", "", score_thresh=0.6, predictor=lambda image: {"sem_seg": logits})
+    mask = source({}, np.zeros((20, 30, 3), np.uint8))
+    assert mask.sum() == 24 + 128 and mask[2:6, 2:8].all() and not mask[0, 29]
 
 
 def test_model_object_mask_source_hands_the_predictor_bgr():

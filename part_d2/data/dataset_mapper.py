@@ -78,7 +78,8 @@ class PartDatasetMapper:
     input channel (values 0 / ``object_mask_value``); ``instances`` (training, and at test time
     when annotations are kept) with ``gt_boxes``, ``gt_classes``, ``gt_masks``; ``object_mask``
     (H0, W0) bool tensor at the original resolution when a source is configured at test time, or
-    (H, W) bool at the augmented training resolution when ``train_object_mask``.
+    (H, W) bool at the augmented training resolution when ``train_object_mask``; ``sem_seg``
+    (training with ``foreground_target``): (H, W) long, 1 on the object mask, 0 elsewhere.
     """
 
     @configurable
@@ -94,15 +95,18 @@ class PartDatasetMapper:
         object_mask_channel: bool = False,
         object_mask_value: float = 255.0,
         train_object_mask: bool = False,
+        foreground_target: bool = False,
         skip_bad_images: bool = True,
     ):
         """
         Args:
             train_object_mask: in training, also return the transformed object mask (needs
                 ``object_mask_source``).
+            foreground_target: in training, also return the object mask as a semantic
+                segmentation target ``sem_seg`` (needs ``object_mask_source``).
         """
-        if train_object_mask and object_mask_source is None:
-            raise ValueError("train_object_mask needs an object_mask_source")
+        if (train_object_mask or foreground_target) and object_mask_source is None:
+            raise ValueError("train_object_mask and foreground_target need an object_mask_source")
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
@@ -112,6 +116,7 @@ class PartDatasetMapper:
         self.object_mask_channel = object_mask_channel
         self.object_mask_value = object_mask_value
         self.train_object_mask = train_object_mask and is_train
+        self.foreground_target = foreground_target and is_train
         self.skip_bad_images = skip_bad_images and is_train
         self.skipped = Counter()
         mode = "training" if is_train else "inference"
@@ -129,6 +134,7 @@ class PartDatasetMapper:
             "object_mask_channel": cfg.INPUT.OBJECT_MASK.ENABLED,
             "object_mask_value": cfg.INPUT.OBJECT_MASK.PIXEL_VALUE,
             "train_object_mask": is_train and cfg.MODEL.OPS.SS_LOSS.ENABLED,
+            "foreground_target": is_train and cfg.INPUT.OBJECT_MASK.FOREGROUND_TARGET,
         }
 
     def __call__(self, dataset_dict):
@@ -162,7 +168,7 @@ class PartDatasetMapper:
         image = aug_input.image
         h, w = image.shape[:2]
         channels = [image]
-        if self.object_mask_channel or self.train_object_mask:
+        if self.object_mask_channel or self.train_object_mask or self.foreground_target:
             # {0, 1} labels resized with nearest neighbour; pad values (0 or 255) are background.
             moved = transforms.apply_segmentation(object_mask.astype(np.uint8)) == 1
         if self.object_mask_channel:
@@ -172,6 +178,8 @@ class PartDatasetMapper:
             d["object_mask"] = torch.as_tensor(object_mask)
         if self.train_object_mask:
             d["object_mask"] = torch.as_tensor(np.ascontiguousarray(moved))
+        if self.foreground_target:
+            d["sem_seg"] = torch.as_tensor(np.ascontiguousarray(moved), dtype=torch.long)
 
         annos = d.pop("annotations", None)
         d.pop("objects", None)

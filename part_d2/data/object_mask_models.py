@@ -33,6 +33,7 @@ from part_d2.compat.detic import (
     resolve_checkout_paths,
 )
 from part_d2.config import load_part_d2_config
+from part_d2.data.object_masks import model_instances
 from part_d2.structures.masks import mask_to_bbox, mask_to_rle, rle_area
 from part_d2.utils.errors import ConfigError, MissingDependencyError, PartDatasetError
 from part_d2.utils.safe_checkpoint import verify_weights_file
@@ -65,8 +66,9 @@ class ObjectMaskModel:
 
     Args:
         predictor: callable (H, W, 3) uint8 image in ``input_format`` -> ``{"instances": Instances}``
-            (a detectron2 predictor) or ``Instances`` (a :class:`DeticObjectModel`), with
-            ``pred_masks``, ``scores``, ``pred_classes``.
+            (a detectron2 predictor; a foreground model's ``{"sem_seg": ...}``: its components,
+            :func:`part_d2.data.object_masks.model_instances`) or ``Instances`` (a
+            :class:`DeticObjectModel`), with ``pred_masks``, ``scores``, ``pred_classes``.
         class_names: the vocabulary (names of ``pred_classes``).
         record_class_names: names of the records' ``object_category_id`` (the dataset's object classes).
     """
@@ -90,7 +92,7 @@ class ObjectMaskModel:
         index, "class_name"}`` at the image's resolution, by decreasing score."""
         image = image_rgb[:, :, ::-1] if self.input_format == "BGR" else image_rgb
         out = self.predictor(np.ascontiguousarray(image))
-        inst = (out if isinstance(out, Instances) else out["instances"]).to("cpu")
+        inst = (out if isinstance(out, Instances) else model_instances(out)).to("cpu")
         scores = inst.scores.numpy()
         classes = inst.pred_classes.numpy()
         keep = select_detections(scores, classes, self.own_class(record), self.topk, self.score_thresh)

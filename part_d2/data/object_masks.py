@@ -8,7 +8,10 @@ the image at the record's original resolution. Sources:
   to the object's size, fixed per image (a simulated object detector; :func:`perturb_mask`);
 - ``stored``: RLEs from a json ``{file_name | basename | str(image_id): [RLE, ...]}``;
 - ``rgba``: the alpha channel of the image file (OPS's on-disk format);
-- ``model``: any detectron2 instance model (config + weights), masks above a score threshold.
+- ``model``: any detectron2 instance model (config + weights), the union of its masks scoring at
+  least a threshold; or a foreground model (``sem_seg`` output, class 1 = object), its objects
+  being the connected components of its pixels of object probability >= the threshold
+  (:func:`foreground_instances`).
 """
 import logging
 import os
@@ -17,7 +20,9 @@ from typing import Callable, Dict, Optional
 
 import cv2
 import numpy as np
+import torch
 from detectron2.engine import DefaultPredictor
+from detectron2.structures import BitMasks, Instances
 
 from part_d2.config import load_part_d2_config
 from part_d2.data.image_io import ImageReadError, read_alpha_channel
@@ -30,6 +35,7 @@ from part_d2.utils.safe_checkpoint import verify_weights_file
 logger = logging.getLogger(__name__)
 
 OBJECT_MASK_SOURCES: Dict[str, Callable] = {}
+MIN_FOREGROUND_AREA_FRACTION = 0.002  # a foreground model's components smaller than this (of the image) are dropped
 
 
 def _register(name):
@@ -163,7 +169,8 @@ class AlphaObjectMasks(ObjectMaskSource):
 
 @_register("model")
 class ModelObjectMasks(ObjectMaskSource):
-    """Masks predicted by a detectron2 instance model (union of detections above a threshold).
+    """The union of the objects of a detectron2 instance or foreground model scoring at least
+    ``score_thresh`` (:func:`model_instances`).
 
     ``input_format``: channel order of the images this source is given (the part model's
     ``INPUT.FORMAT``); they are handed to the predictor in BGR, the order ``DefaultPredictor`` expects
@@ -187,17 +194,52 @@ class ModelObjectMasks(ObjectMaskSource):
 
     def __call__(self, record, image):
         bgr = image[:, :, ::-1] if self.input_format == "RGB" else image
-        inst = self.predictor(bgr)["instances"].to("cpu")
+        inst = model_instances(self.predictor(bgr), self.score_thresh).to("cpu")
         keep = inst.scores >= self.score_thresh
         masks = inst.pred_masks[keep].numpy()
         return masks.any(axis=0) if len(masks) else np.zeros(image.shape[:2], dtype=bool)
 
 
+def foreground_instances(sem_seg: torch.Tensor, score_thresh: float = 0.5,
+                         min_area_fraction: float = MIN_FOREGROUND_AREA_FRACTION) -> Instances:
+    """The objects of a foreground model: the 8-connected components of its pixels whose object
+    probability is at least ``score_thresh``, except those smaller than ``min_area_fraction`` of the image.
+
+    Args:
+        sem_seg: (2, H, W) logits, class 1 = object.
+    Returns:
+        (H, W) Instances, by decreasing score: ``pred_masks`` (N, H, W) bool, ``scores`` (N,) the
+        component's mean object probability, ``pred_classes`` (N,) zeros, ``pred_boxes`` (N, 4) XYXY.
+    """
+    prob = sem_seg.float().softmax(dim=0)[1].cpu()
+    h, w = prob.shape
+    count, labels = cv2.connectedComponents((prob >= score_thresh).numpy().astype(np.uint8), connectivity=8)
+    labels = torch.from_numpy(labels)
+    masks = labels[None] == torch.arange(1, count)[:, None, None]
+    masks = masks[masks.flatten(1).sum(1) >= min_area_fraction * h * w]
+    scores = (masks * prob).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp(min=1)
+    order = torch.argsort(scores, descending=True)
+    inst = Instances((h, w), pred_masks=masks[order], scores=scores[order],
+                     pred_classes=torch.zeros(len(order), dtype=torch.int64))
+    inst.pred_boxes = BitMasks(inst.pred_masks).get_bounding_boxes()
+    return inst
+
+
+def model_instances(outputs: Dict, score_thresh: float = 0.5) -> Instances:
+    """A detectron2 model's objects: its ``instances``, or for a foreground model (``sem_seg``
+    output) :func:`foreground_instances` at ``score_thresh``."""
+    if "instances" in outputs:
+        return outputs["instances"]
+    return foreground_instances(outputs["sem_seg"], score_thresh)
+
+
 def build_object_mask_source(cfg, training: bool = False) -> Optional[ObjectMaskSource]:
     """The source named by ``INPUT.OBJECT_MASK.SOURCE``, or None when no step uses object masks:
-    the 4th input channel, post-aware filtering, or (``training``) OPS's self-supervised loss."""
+    the 4th input channel, post-aware filtering, or (``training``) OPS's self-supervised loss or a
+    foreground target."""
     c = cfg.INPUT.OBJECT_MASK
-    if not (c.ENABLED or cfg.TEST.POST_AWARE.ENABLED or (training and cfg.MODEL.OPS.SS_LOSS.ENABLED)):
+    in_training = training and (cfg.MODEL.OPS.SS_LOSS.ENABLED or c.FOREGROUND_TARGET)
+    if not (c.ENABLED or cfg.TEST.POST_AWARE.ENABLED or in_training):
         return None
     if c.SOURCE not in OBJECT_MASK_SOURCES:
         raise ValueError(f"INPUT.OBJECT_MASK.SOURCE={c.SOURCE!r}; expected one of {sorted(OBJECT_MASK_SOURCES)}")

@@ -9,7 +9,8 @@ its :class:`SegPart` list::
         print(obj.name, obj.score, [(p.name, p.score) for p in obj.parts])
 
 Object sources: ``"model"`` (a detectron2 instance model: ``SEGMENTER.OBJECT_CONFIG`` +
-``OBJECT_WEIGHTS``, by default this config's model), ``"detic"`` (a Detic checkout, per-call
+``OBJECT_WEIGHTS``, by default this config's model; a foreground model gives the connected
+components of its foreground, :func:`part_d2.data.object_masks.foreground_instances`), ``"detic"`` (a Detic checkout, per-call
 vocabulary, through ``part_d2.data.object_mask_models.build_detic_object_model``), ``"alpha"``
 (the alpha channel), ``"image"`` (the whole image), ``"auto"`` (alpha for RGBA inputs, else the
 whole image); user masks or boxes through :meth:`PartSegmenter.objects_from`.
@@ -58,6 +59,7 @@ from part_d2.data.object_mask_models import (
     normalize_class_name,
     select_detections,
 )
+from part_d2.data.object_masks import model_instances
 from part_d2.engine.setup import load_config
 from part_d2.modeling.build import load_part_model
 from part_d2.modeling.dense_crf import refine_parts_with_crf
@@ -134,7 +136,7 @@ class _DetectronObjectModel:
         self.class_names = list(object_mask_model.class_names)
 
     def __call__(self, image_bgr: np.ndarray) -> Instances:
-        return self.predictor(image_bgr)["instances"]
+        return model_instances(self.predictor(image_bgr))
 
 
 def build_object_model(cfg, part_cfg):
