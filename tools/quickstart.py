@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """The main job on the embedded synthetic dataset, end to end on a CPU:
 
-generate the data → train a tiny class-agnostic Cascade Mask R-CNN on the seen object classes →
-evaluate class-agnostic mask AP/AR on unseen classes → write demo overlays and a collage.
+generate the data → train OPS's object-aware tiny Mask2Former on the seen object classes (the object
+mask as a 4th input channel) → evaluate class-agnostic part mask AP/AR on unseen classes, given
+their object masks → write demo overlays (inputs: the test images with their object mask as alpha,
+OPS's on-disk format, in ``OUTPUT/demo_inputs``) and a collage.
 
     python tools/quickstart.py [--output output/quickstart] [--seed 0] [--num-gpus N] [KEY VALUE ...]
 
@@ -13,12 +15,15 @@ import logging
 import os
 import time
 
+import cv2
+import numpy as np
 from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import part_d2  # noqa: F401
 from part_d2.data.image_io import read_image_checked
+from part_d2.data.object_masks import build_object_mask_source
 from part_d2.engine import launch_tool, runs
 from part_d2.engine.config_checks import check_datasets
 from part_d2.engine.launch import add_lock_argument
@@ -27,7 +32,24 @@ from part_d2.engine.setup import load_config
 from part_d2.utils.io import atomic_write_json
 from part_d2.utils.visualization import collage, write_png
 
-CONFIG = "configs/synthetic/cascade_mask_rcnn_R_tiny_agnostic.yaml"
+CONFIG = "configs/synthetic/quickstart_ops_tiny.yaml"
+
+
+def demo_inputs(cfg, records, folder: str):
+    """The images of ``records`` as the demo's inputs: with the config's object mask
+    (``INPUT.OBJECT_MASK.SOURCE``) as alpha channel when the model takes one, written as RGBA PNGs
+    into ``folder``; else the image files themselves."""
+    source = build_object_mask_source(cfg) if cfg.INPUT.OBJECT_MASK.ENABLED else None
+    if source is None:
+        return [r["file_name"] for r in records]
+    os.makedirs(folder, exist_ok=True)
+    files = []
+    for r in records:
+        image = read_image_checked(r["file_name"], "BGR")
+        alpha = source(r, image[:, :, ::-1]).astype(np.uint8) * 255
+        files.append(os.path.join(folder, os.path.splitext(os.path.basename(r["file_name"]))[0] + ".png"))
+        cv2.imwrite(files[-1], np.dstack([image, alpha]))
+    return files
 
 
 def quickstart(args):
@@ -49,7 +71,8 @@ def quickstart(args):
     if not comm.is_main_process():
         return
     test_set = cfg.DATASETS.TEST[0]
-    files = [r["file_name"] for r in DatasetCatalog.get(test_set)[: args.demo_images]]
+    files = demo_inputs(cfg, DatasetCatalog.get(test_set)[: args.demo_images],
+                        os.path.join(cfg.OUTPUT_DIR, "demo_inputs"))
     demo_cfg = cfg.clone()
     demo_cfg.defrost()
     demo_cfg.MODEL.WEIGHTS = runs.final_weights(cfg.OUTPUT_DIR)
@@ -67,7 +90,8 @@ def quickstart(args):
                "demo": demo_dir, "collage": os.path.join(cfg.OUTPUT_DIR, "demo_collage.png")}
     atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "quickstart_summary.json"), summary)
     print("\n=== part_d2 quickstart: class-agnostic part segmentation on unseen synthetic object classes ===")
-    print(f"test set: {test_set}")
+    given = f", given object masks (INPUT.OBJECT_MASK.SOURCE {cfg.INPUT.OBJECT_MASK.SOURCE})"
+    print(f"test set: {test_set}{given if cfg.INPUT.OBJECT_MASK.ENABLED else ''}")
     for k, v in metrics.items():
         print(f"  {k:>8s}: {v:6.2f}")
     print(f"demo overlays: {demo_dir}/  collage: {summary['collage']}")
