@@ -7,12 +7,9 @@ rules are part_d2 options, not the paper's: drop parts keeping less than a fract
 (``min_area_fraction``) and rescale the scores by the kept fraction (``rescore``). It works on
 the predictions of any model (``pred_masks`` bool or float probabilities).
 """
-import logging
 
 import torch
 from detectron2.structures import BitMasks, Instances
-
-logger = logging.getLogger(__name__)
 
 
 def filter_parts_by_object(
@@ -65,5 +62,4 @@ def filter_parts_by_object(
     out.pred_boxes = BitMasks(cropped_binary[keep]).get_bounding_boxes().to(masks.device)
     if rescore:
         out.scores = instances.scores[keep] * fraction[keep].to(instances.scores.dtype)
-    logger.debug("post-aware filtering kept %d of %d parts", int(keep.sum()), len(instances))
     return out
