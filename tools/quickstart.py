@@ -46,7 +46,7 @@ def demo_inputs(cfg, records, folder: str):
     files = []
     for r in records:
         image = read_image_checked(r["file_name"], "BGR")
-        alpha = source(r, image[:, :, ::-1]).astype(np.uint8) * 255
+        alpha = source(r, image if cfg.INPUT.FORMAT == "BGR" else image[:, :, ::-1]).astype(np.uint8) * 255
         files.append(os.path.join(folder, os.path.splitext(os.path.basename(r["file_name"]))[0] + ".png"))
         cv2.imwrite(files[-1], np.dstack([image, alpha]))
     return files
@@ -85,13 +85,15 @@ def quickstart(args):
     write_png(os.path.join(cfg.OUTPUT_DIR, "demo_collage.png"), collage(overlays, cols=4))
 
     metrics = results[next(iter(results))] if len(results) == 1 else results
-    summary = {"test_set": test_set, "metrics": metrics, "seconds": {"data": round(t_data, 1),
-               "train_and_eval": round(t_train, 1), "total": round(time.time() - t0, 1)},
+    object_masks = cfg.INPUT.OBJECT_MASK.SOURCE if cfg.INPUT.OBJECT_MASK.ENABLED else None
+    summary = {"test_set": test_set, "object_masks": object_masks, "metrics": metrics,
+               "seconds": {"data": round(t_data, 1), "train_and_eval": round(t_train, 1),
+                           "total": round(time.time() - t0, 1)},
                "demo": demo_dir, "collage": os.path.join(cfg.OUTPUT_DIR, "demo_collage.png")}
     atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "quickstart_summary.json"), summary)
     print("\n=== part_d2 quickstart: class-agnostic part segmentation on unseen synthetic object classes ===")
-    given = f", given object masks (INPUT.OBJECT_MASK.SOURCE {cfg.INPUT.OBJECT_MASK.SOURCE})"
-    print(f"test set: {test_set}{given if cfg.INPUT.OBJECT_MASK.ENABLED else ''}")
+    given = f", given object masks (INPUT.OBJECT_MASK.SOURCE {object_masks})" if object_masks else ""
+    print(f"test set: {test_set}{given}")
     for k, v in metrics.items():
         print(f"  {k:>8s}: {v:6.2f}")
     print(f"demo overlays: {demo_dir}/  collage: {summary['collage']}")
