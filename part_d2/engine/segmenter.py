@@ -10,10 +10,11 @@ its :class:`SegPart` list::
 
 Object sources: ``"model"`` (a detectron2 instance model: ``SEGMENTER.OBJECT_CONFIG`` +
 ``OBJECT_WEIGHTS``, by default this config's model; a foreground model gives the connected
-components of its foreground, :func:`part_d2.data.object_masks.foreground_instances`), ``"detic"`` (a Detic checkout, per-call
-vocabulary, through ``part_d2.data.object_mask_models.build_detic_object_model``), ``"alpha"``
-(the alpha channel), ``"image"`` (the whole image), ``"auto"`` (alpha for RGBA inputs, else the
-whole image); user masks or boxes through :meth:`PartSegmenter.objects_from`.
+components of its foreground, :func:`part_d2.data.object_masks.foreground_instances`),
+``"detic"`` (a Detic checkout, per-call vocabulary, through
+``part_d2.data.object_mask_models.build_detic_object_model``), ``"alpha"`` (the alpha channel),
+``"image"`` (the whole image), ``"auto"`` (alpha for RGBA inputs, else the whole image); user
+masks or boxes through :meth:`PartSegmenter.objects_from`.
 
 Part sources (the part model is this config's ``MODEL``):
 
