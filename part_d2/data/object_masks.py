@@ -213,11 +213,14 @@ def foreground_instances(sem_seg: torch.Tensor, score_thresh: float = 0.5,
     """
     prob = sem_seg.float().softmax(dim=0)[1].cpu()
     h, w = prob.shape
-    count, labels = cv2.connectedComponents((prob >= score_thresh).numpy().astype(np.uint8), connectivity=8)
-    labels = torch.from_numpy(labels)
-    masks = labels[None] == torch.arange(1, count)[:, None, None]
-    masks = masks[masks.flatten(1).sum(1) >= min_area_fraction * h * w]
-    scores = (masks * prob).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp(min=1)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= score_thresh).numpy().astype(np.uint8),
+                                                               connectivity=8)
+    labels = torch.from_numpy(labels).long()
+    areas = torch.from_numpy(stats[:, cv2.CC_STAT_AREA]).double()
+    kept = torch.arange(1, count)[areas[1:] >= min_area_fraction * h * w]  # components only, no (count, H, W)
+    sums = torch.bincount(labels.flatten(), weights=prob.flatten().double(), minlength=count)
+    scores = (sums[kept] / areas[kept]).float()
+    masks = labels[None] == kept[:, None, None]
     order = torch.argsort(scores, descending=True)
     inst = Instances((h, w), pred_masks=masks[order], scores=scores[order],
                      pred_classes=torch.zeros(len(order), dtype=torch.int64))
