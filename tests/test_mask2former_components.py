@@ -14,12 +14,7 @@ from part_d2.modeling.mask2former.losses import (
     sigmoid_ce_loss,
 )
 from part_d2.modeling.mask2former.matcher import HungarianMatcher
-from part_d2.modeling.mask2former.ms_deform_attn import (
-    MSDeformAttn,
-    ms_deform_attn_sample,
-    sample_by_gather,
-    sample_by_grid,
-)
+from part_d2.modeling.mask2former.ms_deform_attn import MSDeformAttn, WeightedBags, ms_deform_attn_sample
 from part_d2.modeling.mask2former.pixel_decoder import reference_points
 from part_d2.modeling.mask2former.point_sampling import importance_points, point_sample
 from part_d2.modeling.mask2former.position_encoding import PositionEmbeddingSine
@@ -84,7 +79,24 @@ def _naive_bilinear(value_hw_d, x, y):
     return out
 
 
-@pytest.mark.parametrize("sampler", [sample_by_grid, sample_by_gather])
+def sample_by_grid(value, spatial_shapes, sampling_locations, attention_weights):
+    """An independent implementation of :func:`ms_deform_attn_sample` (same arguments): one
+    ``grid_sample`` per level, as the Deformable DETR reference's PyTorch path samples."""
+    n, _, heads, dim = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    values = value.split([h * w for h, w in spatial_shapes], dim=1)
+    grids = sampling_locations * 2 - 1
+    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels, points)
+    out = 0
+    for level, (h, w) in enumerate(spatial_shapes):
+        value_l = values[level].permute(0, 2, 3, 1).reshape(n * heads, dim, h, w)
+        grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out + (sampled * weights[:, :, :, level]).sum(-1)
+    return out.view(n, heads * dim, num_queries).transpose(1, 2)
+
+
+@pytest.mark.parametrize("sampler", [sample_by_grid, ms_deform_attn_sample])
 def test_deformable_sampling_equals_naive_loop(sampler):
     torch.manual_seed(0)
     shapes = [(3, 4), (2, 2)]
@@ -125,19 +137,52 @@ def _graph_nodes(fn):
     return {type(node).__name__ for node in seen}
 
 
-def test_deformable_sampling_picks_gather_without_gradient_and_both_agree():
+def test_deformable_sampling_gradients_equal_grid_sample():
+    """Values, locations and attention weights get grid_sample's gradients (also through the zero
+    border and samples far outside); the graph holds the sorted-bags backward."""
     torch.manual_seed(0)
     shapes = [(13, 19), (7, 10), (4, 5)]
-    value = torch.randn(2, sum(h * w for h, w in shapes), 4, 8, requires_grad=True)
-    locations = torch.rand(2, 30, 4, 3, 4, 2) * 1.2 - 0.1
+    value = torch.randn(2, sum(h * w for h, w in shapes), 4, 8)
+    # away from pixel centres, where bilinear sampling has no derivative
+    locations = torch.rand(2, 30, 4, 3, 4, 2) * 1.4 - 0.2
+    locations[0, 0, 0, 0] = torch.tensor([-3.0, 7.0])
     weights = torch.rand(2, 30, 4, 3, 4)
-    with torch.no_grad():
-        fast = ms_deform_attn_sample(value, shapes, locations, weights)
-    trained = ms_deform_attn_sample(value, shapes, locations, weights)
-    assert any("GridSampler" in name for name in _graph_nodes(trained.grad_fn))
-    assert not any("EmbeddingBag" in name for name in _graph_nodes(trained.grad_fn))
-    torch.testing.assert_close(fast, sample_by_gather(value.detach(), shapes, locations, weights))
-    torch.testing.assert_close(fast, trained.detach(), atol=1e-5, rtol=1e-5)
+    grad_out = torch.randn(2, 30, 4 * 8)
+    grads = []
+    for sampler in (ms_deform_attn_sample, sample_by_grid):
+        inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
+        out = sampler(*inputs[:1], shapes, *inputs[1:])
+        out.backward(grad_out)
+        grads.append((out.detach(), *(t.grad for t in inputs)))
+        if sampler is ms_deform_attn_sample:
+            assert "WeightedBagsBackward" in _graph_nodes(out.grad_fn)
+    for ours, reference in zip(*grads):
+        torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_location_gradient_at_a_pixel_centre_is_the_right_sided_one():
+    """At a pixel centre bilinear sampling has no derivative; like the official CUDA kernel
+    (corners floor(x * W - 0.5) and the next pixel) the gradient is the right-sided one."""
+    value = torch.tensor([0.0, 1.0, 3.0]).view(1, 3, 1, 1)  # one 1x3 level, one head, D = 1
+    locations = torch.tensor([0.5, 0.5]).view(1, 1, 1, 1, 1, 2).requires_grad_()  # centre of pixel 1
+    out = ms_deform_attn_sample(value, [(1, 3)], locations, torch.ones(1, 1, 1, 1, 1))
+    out.sum().backward()
+    assert out.item() == 1.0
+    # x: (3 - 1) * W; y: the row below is outside (zero): (0 - 1) * H
+    assert locations.grad.view(2).tolist() == [6.0, -1.0]
+
+
+def test_weighted_bags_backward_hand_computed():
+    table = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], requires_grad=True)
+    index = torch.tensor([[0, 2], [2, 2]], dtype=torch.int32)
+    weights = torch.tensor([[0.5, 2.0], [1.0, 3.0]], requires_grad=True)
+    out = WeightedBags.apply(table, index, weights)
+    assert out.tolist() == [[10.5, 13.0], [20.0, 24.0]]
+    out.backward(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    # row 0: bag 0 * 0.5; row 1: never read; row 2: bag 0 * 2 + bag 1 * (1 + 3)
+    assert table.grad.tolist() == [[0.5, 0.0], [0.0, 0.0], [2.0, 4.0]]
+    # weights: row . grad of its bag
+    assert weights.grad.tolist() == [[1.0, 5.0], [6.0, 6.0]]
 
 
 def test_ms_deform_attn_initial_offsets_ring_around_reference():
@@ -169,7 +214,7 @@ def test_position_embedding_sine_values():
 
 def test_attention_mask_blocks_background_and_unmasks_empty_queries():
     logits = torch.tensor([[[[5.0, -5.0], [-5.0, 5.0]], [[-5.0, -5.0], [-5.0, -5.0]]]])  # (1, 2, 2, 2)
-    mask = attention_mask_from_logits(logits, (2, 2), num_heads=3)
+    mask = attention_mask_from_logits(logits, num_heads=3)
     assert mask.shape == (3, 2, 4)
     assert mask[0, 0].tolist() == [False, True, True, False]
     assert not mask[:, 1].any()  # empty prediction: attends everywhere

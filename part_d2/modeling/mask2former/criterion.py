@@ -143,6 +143,8 @@ class SetCriterion(nn.Module):
         if comm.get_world_size() > 1:
             torch.distributed.all_reduce(num_masks)
         num_masks = torch.clamp(num_masks / comm.get_world_size(), min=1).item()
+        # float once for the matcher and the losses of every decoder layer
+        targets = [dict(t, masks=t["masks"].float()) for t in targets]
         losses = self._losses_of(outputs, targets, num_masks)
         for i, aux in enumerate(outputs.get("aux_outputs", []) if self.deep_supervision else []):
             losses.update({f"{k}_{i}": v for k, v in self._losses_of(aux, targets, num_masks).items()})

@@ -53,7 +53,9 @@ class DeformableEncoderLayer(nn.Module):
     def forward(self, src, pos, ref_points, spatial_shapes):
         """src, pos: (N, S, C); ref_points: (N, S, L, 2) -> (N, S, C)."""
         src = self.norm1(src + self.dropout1(self.self_attn(src + pos, ref_points, src, spatial_shapes)))
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
+        hidden = self.linear1(src)
+        # in place only without autograd: on the view linear returns, it makes autograd copy the base
+        ffn = self.linear2(self.dropout2(F.relu(hidden, inplace=not hidden.requires_grad)))
         return self.norm2(src + self.dropout3(ffn))
 
 

@@ -21,18 +21,15 @@ TRANSFORMER_DECODER_REGISTRY.__doc__ = """Transformer decoders of part_d2's Mask
 ``(cfg, in_channels)`` from ``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``."""
 
 
-def attention_mask_from_logits(mask_logits: torch.Tensor, size, num_heads: int) -> torch.Tensor:
+def attention_mask_from_logits(mask_logits: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Masked-attention mask: a query may attend only where its predicted mask probability is
     >= 0.5. Queries whose mask is empty at this resolution attend everywhere instead.
 
     Args:
-        mask_logits: (N, Q, h, w) float.
-        size: (H, W) of the attended feature level.
+        mask_logits: (N, Q, H, W) float, at the size of the attended feature level.
     Returns:
         (N * num_heads, Q, H * W) bool, True = not allowed (``nn.MultiheadAttention`` convention).
     """
-    if tuple(mask_logits.shape[-2:]) != tuple(size):
-        mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
     blocked = mask_logits.sigmoid().flatten(2) < 0.5
     blocked = blocked & ~blocked.all(-1, keepdim=True)
     return blocked.repeat_interleave(num_heads, dim=0).detach()
@@ -113,7 +110,7 @@ class FFNLayer(_PostOrPreNorm):
     def forward(self, tgt: torch.Tensor) -> torch.Tensor:
         """tgt: (Q, N, C) -> (Q, N, C)."""
         return self._residual(
-            tgt, lambda x: self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x), inplace=True))))
+            tgt, lambda x: self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x)))))
         )
 
 
@@ -240,15 +237,18 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
 
-        # Without training, only the last prediction needs full-resolution masks; the attention masks
-        # come from mask features resized to each level (bilinear resizing is linear, so this equals
-        # resizing the mask logits, up to float rounding) at a fraction of the cost.
-        level_features = None if self.training else {
-            tuple(size): F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
-            for size in sizes
-        }
+        # The attention masks come from the mask features resized to each level (bilinear resizing
+        # is linear, so this equals resizing the mask logits, up to float rounding) at a fraction of
+        # the cost; they carry no gradient. Without training only the last prediction needs
+        # full-resolution masks.
+        with torch.no_grad():
+            level_features = {
+                tuple(size): F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+                for size in sizes
+            }
         predictions = []
-        pred, attn_mask = self.prediction_heads(output, mask_features, sizes[0], level_features, self.num_layers == 0)
+        full = self.training or self.num_layers == 0
+        pred, attn_mask = self.prediction_heads(output, mask_features, sizes[0], level_features, full)
         predictions.append(pred)
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
@@ -257,7 +257,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_ffn_layers[i](output)
             pred, attn_mask = self.prediction_heads(
                 output, mask_features, sizes[(i + 1) % self.num_feature_levels], level_features,
-                i == self.num_layers - 1,
+                self.training or i == self.num_layers - 1,
             )
             predictions.append(pred)
         out = dict(predictions[-1])
@@ -265,14 +265,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         return out
 
     def prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size,
-                         level_features: Optional[Dict] = None, last: bool = True):
+                         level_features: Dict, full_masks: bool = True):
         """
         Args:
             output: (Q, N, C) query features. mask_features: (N, mask_dim, h, w).
             attn_size: (H, W) of the level the next layer attends to.
-            level_features: None (training: every prediction has full masks), or the mask features
-                resized to each level's (H, W): then the attention mask is computed at that size and
-                only the ``last`` prediction gets ``pred_masks``.
+            level_features: the mask features resized to each level's (H, W), without gradient:
+                the attention mask is computed at that size.
+            full_masks: whether this prediction gets ``pred_masks``.
         Returns:
             dict with ``pred_logits`` (N, Q, K + 1), ``pred_masks`` (N, Q, h, w) (see above),
             ``pred_embeddings`` (N, Q, C); and the next attention mask (N * heads, Q, H * W) bool.
@@ -284,10 +284,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         mask_embed = self.mask_embed(embeddings)
         if self.query_feature_normalize:
             mask_embed = F.normalize(mask_embed, p=2, dim=-1)
-        if level_features is None or last:
+        if full_masks:
             pred["pred_masks"] = torch.einsum("nqc,nchw->nqhw", mask_embed, mask_features)
-        if level_features is None:
-            attn_logits = pred["pred_masks"]
-        else:
+        with torch.no_grad():
             attn_logits = torch.einsum("nqc,nchw->nqhw", mask_embed, level_features[tuple(attn_size)])
-        return pred, attention_mask_from_logits(attn_logits, attn_size, self.num_heads)
+        return pred, attention_mask_from_logits(attn_logits, self.num_heads)
