@@ -32,7 +32,7 @@ def attention_mask_from_logits(mask_logits: torch.Tensor, num_heads: int) -> tor
     """
     blocked = mask_logits.sigmoid().flatten(2) < 0.5
     blocked = blocked & ~blocked.all(-1, keepdim=True)
-    return blocked.repeat_interleave(num_heads, dim=0).detach()
+    return blocked.repeat_interleave(num_heads, dim=0)
 
 
 class _PostOrPreNorm(nn.Module):
