@@ -1,13 +1,11 @@
 import json
-import os
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-# two threads; one per xdist worker when the suite runs on two workers (`pytest -n 2`)
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+torch.set_num_threads(2)
 
 
 def _square(x0, y0, x1, y1):

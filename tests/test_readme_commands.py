@@ -227,10 +227,7 @@ def test_every_readme_has_its_commands_found():
     assert len({c.id + c.text for c in COMMANDS}) == len(COMMANDS)
 
 
-# One README's commands run in order in one workspace (later ones resume or read what earlier ones
-# wrote): under `pytest -n 2 --dist loadgroup` they stay together on one worker.
-@pytest.mark.parametrize("cmd", [pytest.param(c, marks=pytest.mark.xdist_group(c.readme)) for c in COMMANDS],
-                         ids=[c.id for c in COMMANDS])
+@pytest.mark.parametrize("cmd", COMMANDS, ids=[c.id for c in COMMANDS])
 def test_readme_command(cmd, workspaces):
     if parse_only_reason(cmd):
         parse_check(cmd)
