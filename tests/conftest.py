@@ -1,11 +1,13 @@
 import json
+import os
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# two threads; one per xdist worker when the suite runs on two workers (`pytest -n 2`)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def _square(x0, y0, x1, y1):
@@ -67,3 +69,10 @@ def write_json(path, data):
 @pytest.fixture
 def rewrite_json():
     return write_json
+
+
+def pytest_collection_modifyitems(config, items):
+    """The READMEs' commands first: under `pytest -n 2 --dist loadscope` each README is one long
+    unit of work (its commands run in order on one worker), and long units started first keep both
+    workers busy to the end."""
+    items.sort(key=lambda item: "test_readme_commands.py::TestReadme_" not in item.nodeid)

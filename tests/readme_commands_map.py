@@ -136,7 +136,7 @@ FAKE_WEIGHTS: Dict[str, str] = {
 
 # Commands that are not run, by a substring that identifies them, with the reason.
 PARSE_ONLY: Dict[str, str] = {
-    ".venv/bin/python -m pytest -q tests": "it is this test suite (CI runs it through .ci/run)",
+    ".venv/bin/python -m pytest -q -n 2 --dist loadscope": "it is this test suite (CI runs it through .ci/run)",
     "git+https://github.com/facebookresearch/detectron2.git": "builds detectron2 from GitHub, which CI cannot reach",
     "pip install -e .": "installs into the environment; tests/test_wheel.py builds, installs and imports the package",
     "setup_env.sh --refresh-lock": "re-resolves the registry's newest versions and rewrites the committed lock file",

@@ -158,7 +158,8 @@ SETUP = {
 }
 
 
-@pytest.fixture(scope="module")
+# session scope: one workspace per README for the whole run, whichever worker runs its commands
+@pytest.fixture(scope="session")
 def workspaces(tmp_path_factory):
     cache = {}
 
@@ -197,10 +198,12 @@ def _env(ws):
 def parse_check(cmd: Command):
     """Without running: the script exists, its parser knows every --flag, config keys exist."""
     words = shlex.split(cmd.text)
-    for script in (w for w in words if w.endswith(".sh")):
-        text = open(os.path.join(ROOT, script)).read()
-        for flag in (w for w in words if w.startswith("--")):
-            assert f'"{flag}"' in text, f"{cmd.id}: {script} does not handle {flag}"
+    for segment in re.split(r"&&|\|\||;|\|", cmd.text):  # a script's flags are those of its own command
+        seg_words = shlex.split(segment)
+        for script in (w for w in seg_words if w.endswith(".sh")):
+            text = open(os.path.join(ROOT, script)).read()
+            for flag in (w for w in seg_words if w.startswith("--")):
+                assert f'"{flag}"' in text, f"{cmd.id}: {script} does not handle {flag}"
     scripts = [w for w in words if w.endswith(".py")]
     for script in scripts:
         assert os.path.exists(os.path.join(ROOT, script)), f"{cmd.id}: no such script {script}"
@@ -227,8 +230,7 @@ def test_every_readme_has_its_commands_found():
     assert len({c.id + c.text for c in COMMANDS}) == len(COMMANDS)
 
 
-@pytest.mark.parametrize("cmd", COMMANDS, ids=[c.id for c in COMMANDS])
-def test_readme_command(cmd, workspaces):
+def run_readme_command(cmd: Command, workspaces):
     if parse_only_reason(cmd):
         parse_check(cmd)
         return
@@ -241,3 +243,26 @@ def test_readme_command(cmd, workspaces):
         f"\n--- stdout (end)\n{proc.stdout[-2000:]}"
     )
     assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+
+
+def _readme_tests(readme: str):
+    """A test class holding one README's commands, in README order.
+
+    One README's commands share a workspace and run in order (later ones resume or read what
+    earlier ones wrote). As a class they are one unit of `pytest -n 2 --dist loadscope`, which sends
+    a class's tests to one worker, together.
+    """
+    mine = [c for c in COMMANDS if c.readme == readme]
+
+    class ReadmeCommands:
+        @pytest.mark.parametrize("cmd", mine, ids=[c.id for c in mine])
+        def test_command(self, cmd, workspaces):
+            run_readme_command(cmd, workspaces)
+
+    ReadmeCommands.__name__ = ReadmeCommands.__qualname__ = "TestReadme_" + re.sub(r"\W", "_", readme)
+    return ReadmeCommands
+
+
+for _readme in READMES:
+    _cls = _readme_tests(_readme)
+    globals()[_cls.__name__] = _cls
