@@ -10,7 +10,8 @@ Example::
 ``--reference`` imports the ``mask2former`` package of that checkout (timm must be importable;
 detectron2's PointRend project is taken from ``--detectron2`` when the installed detectron2 lacks
 it; without the compiled deformable-attention op the official code runs its own PyTorch path) and
-times its ``MaskFormer`` with the same configuration and weights. Timings are medians over
+times its ``MaskFormer`` with the same configuration and weights, then reports how far the two
+models' outputs and gradients are apart (:func:`output_agreement`). Timings are medians over
 ``--iters`` runs after one warm-up.
 """
 import argparse
@@ -24,7 +25,7 @@ import torch
 from common import interleaved_median_times, median_time, ratio_row
 from detectron2.config import get_cfg
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, build_model
-from detectron2.structures import BitMasks, Instances
+from detectron2.structures import BitMasks, ImageList, Instances
 
 import part_d2.modeling.backbone  # noqa: F401
 import part_d2.modeling.mask2former  # noqa: F401
@@ -149,6 +150,12 @@ def reference_model(args, weights):
     finally:
         for reg, entries in zip(registries, ours):
             reg._obj_map.update(entries)
+    load_official(model, weights)
+    return model
+
+
+def load_official(model, weights) -> None:
+    """Load part_d2 weights into an official model, every key."""
     # The official head renames the keys of checkpoints older than its version 2; these keys are
     # already in the current format, so mark them as version 2.
     metadata = dict(getattr(weights, "_metadata", {}))
@@ -156,7 +163,52 @@ def reference_model(args, weights):
     weights = OrderedDict(weights)
     weights._metadata = metadata
     model.load_state_dict(weights)
-    return model
+
+
+def head_outputs(model, batch):
+    """The head's ``pred_logits`` and ``pred_masks`` of every decoder layer, final last, for a
+    part_d2 or an official model (same preprocessing: normalise, pad to the size divisibility)."""
+    images = [(x["image"].float() - model.pixel_mean) / model.pixel_std for x in batch]
+    out = model.sem_seg_head(model.backbone(ImageList.from_tensors(images, model.size_divisibility).tensor))
+    layers = out["aux_outputs"] + [out]
+    return [o["pred_logits"] for o in layers], [o["pred_masks"] for o in layers]
+
+
+def output_agreement(ours, official, channels: int, size=(256, 320)) -> dict:
+    """How far part_d2's outputs and gradients are from the official model's with the same weights.
+
+    Both models see the same two random ``size`` images, in training mode; the loss is a fixed
+    random linear function of every decoder layer's class and mask logits (no matcher, whose point
+    sampling draws random numbers in another order). The sampling offsets' biases are first moved
+    off the pixel lattice (U(-0.3, 0.3) pixels), where bilinear sampling has no derivative and the
+    two implementations take different one-sided ones. Returns the largest absolute difference of
+    the logits and the largest relative difference (norm of the difference / norm) of any
+    parameter's gradient; float32 arithmetic in another order differs by ~1e-6.
+    """
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if name.endswith("sampling_offsets.bias"):
+                p.add_(torch.rand(p.shape, generator=gen) * 0.6 - 0.3)
+    load_official(official, ours.state_dict())
+    batch = fake_inputs(2, size[0], size[1], channels, 0, tensor_masks=False)
+    result, grads = {}, []
+    for model in (ours, official):
+        model.train()
+        model.zero_grad(set_to_none=True)
+        logits, masks = head_outputs(model, batch)
+        g = torch.Generator().manual_seed(2)
+        loss = sum((t * torch.randn(t.shape, generator=g)).sum() for t in logits + masks)
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        result.setdefault("logits", []).append(torch.cat([t.flatten() for t in logits]).detach())
+        result.setdefault("masks", []).append(torch.cat([t.flatten() for t in masks]).detach())
+    worst = max(((grads[0][n] - grads[1][n]).norm() / grads[1][n].norm().clamp_min(1e-12)).item()
+                for n in grads[1])
+    return {"max_abs_diff_pred_logits": (result["logits"][0] - result["logits"][1]).abs().max().item(),
+            "max_abs_diff_pred_masks": (result["masks"][0] - result["masks"][1]).abs().max().item(),
+            "max_rel_diff_param_grad": worst,
+            "params_compared": len(grads[1]), "params_with_grad_part_d2": len(grads[0])}
 
 
 def reduced(side: int, scale: float) -> int:
@@ -181,9 +233,11 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, config: str = DE
     model = build_model(cfg)
     channels = len(cfg.MODEL.PIXEL_MEAN)
     comparable = scale >= 1 and device == "cpu" and os.path.basename(config) == os.path.basename(DEFAULT_CONFIG)
+    agreement = None
     if reference:
-        both = bench_side_by_side(model, reference_model(args, model.state_dict()), args, channels, infer_size,
-                                  train_size)
+        official = reference_model(args, model.state_dict())
+        both = bench_side_by_side(model, official, args, channels, infer_size, train_size)
+        agreement = output_agreement(model, official, channels)
         ours, official = both["part_d2"], both["official"]
         base = {"inference": official["inference_400x600_s"], "train": official["train_step_2x512_s"]}
         source = (f"official Mask2Former at {reference}, same weights, timed in this run "
@@ -197,18 +251,23 @@ def run(scale: float = 1.0, device: str = "cpu", seed: int = 0, config: str = DE
         ours = bench(model, args, channels, False, infer_size, train_size)
         base = {"inference": None, "train": None}
         source = "no baseline: reduced size or non-R50 config without --reference (absolute part_d2 times only)"
-    quality = "same weights" if reference else ""
+    quality, quality_ok = "", True
+    if agreement:
+        quality = ("same weights; outputs differ by <= {max_abs_diff_pred_logits:.1e} (class logits), "
+                   "{max_abs_diff_pred_masks:.1e} (mask logits), parameter gradients by <= "
+                   "{max_rel_diff_param_grad:.1%} (relative norm)").format(**agreement)
+        quality_ok = agreement["max_abs_diff_pred_logits"] < 1e-4 and agreement["max_abs_diff_pred_masks"] < 1e-3
     rows = [ratio_row(f"inference, 1 image {infer_size[0]}x{infer_size[1]}", "s", base["inference"],
-                      ours["inference_400x600_s"], TARGET_RATIO["inference"], quality),
+                      ours["inference_400x600_s"], TARGET_RATIO["inference"], quality, quality_ok),
             ratio_row(f"training step, 2 images {train_size}x{train_size}", "s", base["train"],
-                      ours["train_step_2x512_s"], TARGET_RATIO["train"], quality)]
+                      ours["train_step_2x512_s"], TARGET_RATIO["train"], quality, quality_ok)]
     return {
         "case": "mask2former",
         "title": "Mask2Former (random init) inference and training step",
         "params": {"config": config, "infer_size": list(infer_size), "train_size": train_size, "iters": args.iters,
                    "device": device, "reference": reference or None, "seed": seed},
         "rows": rows,
-        "details": {"part_d2": ours, "baseline_source": source},
+        "details": {"part_d2": ours, "baseline_source": source, "agreement": agreement},
         "notes": [source, f"medians of {args.iters} runs after one warm-up"],
     }
 
@@ -231,6 +290,7 @@ def main():
     if args.reference:
         official = reference_model(args, model.state_dict())
         results.update(bench_side_by_side(model, official, args, channels, (400, 600), 512))
+        results["agreement"] = output_agreement(model, official, channels)
     else:
         results["part_d2"] = bench(model, args, channels, tensor_masks=False)
     print(json.dumps(results, indent=2))

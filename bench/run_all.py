@@ -31,6 +31,7 @@ CASES = {
     "pixel_grouping": "bench_pixel_grouping",
     "part_ranking": "bench_part_ranking",
     "mask2former": "bench_mask2former",
+    "linear": "bench_linear",
     "ss_loss": "bench_ss_loss",
     "evaluator": "bench_evaluator",
     "lvis_evaluator": "bench_lvis_evaluator",

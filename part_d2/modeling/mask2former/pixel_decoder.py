@@ -7,10 +7,11 @@ import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ..onednn import Conv2d, Linear
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import PositionEmbeddingSine
 
@@ -44,9 +45,9 @@ class DeformableEncoderLayer(nn.Module):
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout2 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
@@ -140,7 +141,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         encoder_feats = [k for k, _ in ordered if k in transformer_in_features]
         self.transformer_in_features = encoder_feats
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(input_shape[k].channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+            nn.Sequential(Conv2d(input_shape[k].channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
             for k in encoder_feats[::-1]
         )
         for proj in self.input_proj:
@@ -152,7 +153,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
         self.mask_dim = mask_dim
-        self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
+        self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=1)
         weight_init.c2_xavier_fill(self.mask_features)
         self.num_decoder_levels = 3
         finest_encoder_stride = input_shape[encoder_feats[0]].stride

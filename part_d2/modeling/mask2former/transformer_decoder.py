@@ -14,6 +14,7 @@ from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ..onednn import Linear, linear
 from .position_encoding import PositionEmbeddingSine
 
 TRANSFORMER_DECODER_REGISTRY = Registry("PART_D2_TRANSFORMER_DECODER")
@@ -33,6 +34,38 @@ def attention_mask_from_logits(mask_logits: torch.Tensor, num_heads: int) -> tor
     blocked = mask_logits.sigmoid().flatten(2) < 0.5
     blocked = blocked & ~blocked.all(-1, keepdim=True)
     return blocked.repeat_interleave(num_heads, dim=0)
+
+
+def multi_head_attention(mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """What ``mha(query, key, value, attn_mask=attn_mask)[0]`` computes (sequence-first inputs, the
+    module's own parameters and dropout), with the projections by :func:`~part_d2.modeling.linear.linear`.
+
+    Args:
+        query: (Q, N, C). key, value: (S, N, C).
+        attn_mask: (N * heads, Q, S) bool, True = not allowed, or None.
+    Returns:
+        (Q, N, C).
+    """
+    heads, (q_len, batch, dim) = mha.num_heads, query.shape
+    w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+    head_dim = dim // heads
+
+    def split_heads(x):  # (L, N, C) -> (N * heads, L, C / heads)
+        return x.reshape(x.shape[0], batch * heads, head_dim).transpose(0, 1)
+
+    q = split_heads(linear(query, w_q, b_q)) * head_dim ** -0.5
+    k = split_heads(linear(key, w_k, b_k))
+    v = split_heads(linear(value, w_v, b_v))
+    if attn_mask is None:
+        scores = torch.bmm(q, k.transpose(1, 2))
+    else:
+        bias = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(attn_mask, float("-inf"))
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2))
+    weights = F.dropout(scores.softmax(-1), p=mha.dropout, training=mha.training)
+    out = torch.bmm(weights, v).transpose(0, 1).reshape(q_len, batch, dim)
+    return linear(out, mha.out_proj.weight, mha.out_proj.bias)
 
 
 class _PostOrPreNorm(nn.Module):
@@ -67,7 +100,7 @@ class SelfAttentionLayer(_PostOrPreNorm):
         """tgt, query_pos: (Q, N, C) -> (Q, N, C)."""
         def attend(x):
             q = x + query_pos
-            return self.dropout(self.self_attn(q, q, value=x)[0])
+            return self.dropout(multi_head_attention(self.self_attn, q, q, x))
 
         return self._residual(tgt, attend)
 
@@ -90,7 +123,7 @@ class CrossAttentionLayer(_PostOrPreNorm):
             (Q, N, C).
         """
         def attend(x):
-            out = self.multihead_attn(x + query_pos, memory + pos, value=memory, attn_mask=memory_mask)[0]
+            out = multi_head_attention(self.multihead_attn, x + query_pos, memory + pos, memory, memory_mask)
             return self.dropout(out)
 
         return self._residual(tgt, attend)
@@ -102,9 +135,9 @@ class FFNLayer(_PostOrPreNorm):
     def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0,
                  normalize_before: bool = False):
         super().__init__(d_model, normalize_before)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self._reset_parameters()
 
     def forward(self, tgt: torch.Tensor) -> torch.Tensor:
@@ -121,7 +154,7 @@ class MLP(nn.Module):
         super().__init__()
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims_in, dims_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -191,7 +224,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(proj)
             else:
                 self.input_proj.append(nn.Sequential())
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1) if class_head else None
+        self.class_embed = Linear(hidden_dim, num_classes + 1) if class_head else None
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
         self.query_feature_normalize = query_feature_normalize
 
