@@ -31,6 +31,7 @@ def test_linear_equals_f_linear_forward_and_backward(shape, bias, monkeypatch):
     calls = []
     mm = onednn._onednn_mm
     monkeypatch.setattr(onednn, "_onednn_mm", lambda *a: calls.append(1) or mm(*a))
+    monkeypatch.setattr(onednn, "GRAD_ROWS_PER_CHUNK", 256)  # 700 rows: the weight gradient in 3 chunks
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen, requires_grad=True)
     w = torch.randn(300, 256, generator=gen, requires_grad=True)
@@ -38,7 +39,7 @@ def test_linear_equals_f_linear_forward_and_backward(shape, bias, monkeypatch):
     params = [x, w] + ([b] if bias else [])
     assert x[..., 0].numel() * 300 * 256 >= onednn.MIN_MACS  # the oneDNN path is taken
     ours, ours_grads = _grads(lambda: onednn.linear(x, w, b), *params)
-    assert len(calls) == 3  # forward, grad of x, grad of w on oneDNN
+    assert len(calls) == 1 + 1 + 3  # forward, grad of x, grad of w (3 chunks) on oneDNN
     ref, ref_grads = _grads(lambda: F.linear(x, w, b), *params)
     assert ours.shape == ref.shape == (*shape[:-1], 300)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
