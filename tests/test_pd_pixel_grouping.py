@@ -155,3 +155,30 @@ def test_assign_pixels_in_boxes_equals_full_resolution_resizing():
     labels = assign_pixels(scores, active, (80, 96), (70, 90), (45, 50), masks)
     assert torch.equal(labels, ref)
     assert (labels[1][masks[1]] < 2).all() and (labels[2] == -1).all()
+
+
+def test_cpu_features_run_channels_last_with_the_nchw_backbone_s_values():
+    import copy
+
+    from detectron2.structures import ImageList
+
+    from part_d2.engine.offline import read_rgb
+    from part_d2.modeling.onednn import onednn_available
+    from part_d2.modeling.pixel_grouping import concat_features, resize_longest
+
+    records, _ = mini_records(1)
+    grouper = tiny_grouper()
+    reference = copy.deepcopy(grouper.backbone)  # untouched: NCHW, detectron2's own Conv2d
+    image = read_rgb(records[0])
+    feats, padded_size, _ = grouper.features(image)
+    bgr = resize_longest(image, grouper.image_size)[:, :, ::-1]
+    x = torch.as_tensor(np.ascontiguousarray(bgr.transpose(2, 0, 1))).float()
+    images = ImageList.from_tensors([(x - grouper.pixel_mean) / grouper.pixel_std], grouper.size_divisibility)
+    with torch.no_grad():
+        expected = concat_features(reference(images.tensor), grouper.feature_keys)[0]
+    assert not grouper.normalize_features
+    assert tuple(images.tensor.shape[-2:]) == padded_size
+    # float tolerance: other summation orders through 3 stages of random convolutions
+    torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    converted = grouper.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert converted == onednn_available()

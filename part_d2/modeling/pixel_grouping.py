@@ -28,6 +28,7 @@ from detectron2.structures import ImageList
 from part_d2.clustering.kmeans import batched_kmeans
 from part_d2.modeling.build import load_part_model
 from part_d2.modeling.dense_crf import CRF_MODES, refine_parts_with_crf
+from part_d2.modeling.onednn import channels_last, runs_on_onednn
 
 logger = logging.getLogger(__name__)
 METRICS = ("dot", "l2")
@@ -250,7 +251,11 @@ class PixelGrouper:
         x = small[:, :, ::-1] if self.input_format == "BGR" else small
         x = torch.as_tensor(np.ascontiguousarray(x.transpose(2, 0, 1)), device=self.device).float()
         images = ImageList.from_tensors([(x - self.pixel_mean) / self.pixel_std], self.size_divisibility)
-        feats = concat_features(self.backbone(images.tensor), self.feature_keys)[0]
+        x = images.tensor
+        if runs_on_onednn(x):  # CPU: the convolutions run channels-last (see onednn.py)
+            channels_last(self.backbone)
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats = concat_features(self.backbone(x), self.feature_keys)[0]
         if self.normalize_features:
             feats = F.normalize(feats, dim=0)
         return feats, tuple(images.tensor.shape[-2:]), tuple(images.image_sizes[0])
