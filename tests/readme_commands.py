@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 PROGRAMS = ("python", "python3", ".venv/bin/python", "bash", "pip", ".venv/bin/pip", ".venv/bin/ruff",
             "OMP_NUM_THREADS", "git")
 READMES = ["README.md", "datasets/README.md", "projects/OPS/README.md", "projects/PartDistillation/README.md",
-           "docs/ARCHITECTURE.md", "docs/RELIABILITY.md", "bench/report_fce_evaluator.md"]
+           "docs/ARCHITECTURE.md", "docs/RELIABILITY.md", "bench/report_fce_evaluator.md",
+           "bench/report_mask2former.md", "bench/report_offline_stages.md"]
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,8 @@ SETUP = {
     "docs/ARCHITECTURE.md": lambda ws: None,
     "docs/RELIABILITY.md": lambda ws: None,
     "bench/report_fce_evaluator.md": lambda ws: None,
+    "bench/report_mask2former.md": lambda ws: None,
+    "bench/report_offline_stages.md": lambda ws: None,
 }
 
 
