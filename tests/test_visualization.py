@@ -21,5 +21,16 @@ def test_draw_parts_colours_each_part_and_handles_none(tmp_path):
 def test_collage_grid():
     tiles = [np.full((10, 20, 3), i * 40, np.uint8) for i in range(5)]
     grid = collage(tiles, cols=3, cell=16, pad=2)
-    assert grid.shape == (2 * 18 + 2, 3 * 18 + 2, 3)
-    assert (grid[2 + 4, 2 + 8] == 0).all() and (grid[2 + 18 + 4, 2 + 18 + 8] == 160).all()
+    # 2:1 tiles: cells 16 tall and 32 wide, each tile scaled by 1.6 to fill its cell
+    assert grid.shape == (2 * 18 + 2, 3 * 34 + 2, 3)
+    assert (grid[2 + 15, 2 + 31] == 0).all() and (grid[2 + 18 + 15, 2 + 34 + 31] == 160).all()
+    assert (grid[2 + 18 + 15, 2 + 2 * 34] == 255).all()  # the sixth cell is empty
+
+
+def test_collage_square_cells_for_tall_images_and_bounded_width_for_strips():
+    tall = [np.zeros((20, 10, 3), np.uint8)]
+    assert collage(tall, cols=2, cell=16, pad=2).shape == (18 + 2, 2 * 18 + 2, 3)
+    strip = np.zeros((2, 100, 3), np.uint8)  # 50:1, the cell stops at 3:1 and the strip fits its width
+    grid = collage([strip], cols=1, cell=16, pad=2)
+    assert grid.shape == (18 + 2, 48 + 2 + 2, 3)
+    assert (grid[2, 2 + 47] == 0).all() and (grid[2 + 5, 2] == 255).all()

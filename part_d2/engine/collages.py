@@ -32,7 +32,8 @@ def part_crops(records, per_class: int):
     return {c: [x[2:] for x in sorted(v, key=lambda x: x[:2])[:per_class]] for c, v in found.items()}
 
 
-def draw_instance(record, ann, obj, cell: int = 160) -> np.ndarray:
+def draw_instance(record, ann, obj) -> np.ndarray:
+    """One part on its object, cropped to the union of both: (h, w, 3) uint8 RGB."""
     h, w = record["height"], record["width"]
     image = read_image_checked(record["file_name"], "RGB")
     part = segmentation_to_mask(ann["segmentation"], h, w)

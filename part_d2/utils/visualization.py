@@ -80,16 +80,26 @@ def add_legend(image_rgb: np.ndarray, entries: Sequence[Tuple[str, Optional[Sequ
     return out
 
 
+# Cells are at most this many times wider than tall (a thin strip among the images then fits by width).
+MAX_CELL_ASPECT = 3.0
+
+
 def collage(images: List[np.ndarray], cols: int, cell: int = 160, pad: int = 2) -> np.ndarray:
-    """Tile RGB images into a grid of ``cols`` columns, each resized to fit a ``cell``² square."""
+    """Tile RGB images (H_i, W_i, 3) into a grid of ``cols`` columns of equal cells, each image resized
+    to fit its cell. Cells are ``cell`` pixels tall and as wide as the widest image's aspect needs
+    (at least ``cell``, at most ``MAX_CELL_ASPECT * cell``), so that wide images (e.g. an overlay
+    with its legend beside it) fill their cells' height. Returns (rows * (cell + pad) + pad,
+    cols * (cell_w + pad) + pad, 3) uint8 on white."""
     rows = max(1, (len(images) + cols - 1) // cols)
-    canvas = np.full((rows * (cell + pad) + pad, cols * (cell + pad) + pad, 3), 255, np.uint8)
+    aspect = max([img.shape[1] / max(1, img.shape[0]) for img in images] + [1.0])
+    cell_w = round(cell * min(aspect, MAX_CELL_ASPECT))
+    canvas = np.full((rows * (cell + pad) + pad, cols * (cell_w + pad) + pad, 3), 255, np.uint8)
     for i, img in enumerate(images):
         h, w = img.shape[:2]
-        s = cell / max(h, w)
+        s = min(cell_w / w, cell / h)
         small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         r, c = divmod(i, cols)
-        y, x = pad + r * (cell + pad), pad + c * (cell + pad)
+        y, x = pad + r * (cell + pad), pad + c * (cell_w + pad)
         canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
     return canvas
 
