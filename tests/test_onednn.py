@@ -142,7 +142,6 @@ def test_mask2former_on_cpu_runs_channels_last_with_the_same_outputs(monkeypatch
     from detectron2.modeling import build_model
 
     from part_d2.config import add_part_d2_config
-    from part_d2.modeling.mask2former import meta_arch
 
     cfg = get_cfg()
     add_part_d2_config(cfg)
@@ -152,7 +151,7 @@ def test_mask2former_on_cpu_runs_channels_last_with_the_same_outputs(monkeypatch
     model = build_model(cfg).eval()
     image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     batch = [{"image": image, "height": 96, "width": 128}]
-    monkeypatch.setattr(meta_arch, "runs_on_onednn", lambda x: False)
+    monkeypatch.setattr(onednn, "runs_on_onednn", lambda x: False)
     monkeypatch.setattr(onednn, "MIN_MACS", 1 << 62)
     with torch.no_grad():
         ref = model.forward_features(batch)[1]

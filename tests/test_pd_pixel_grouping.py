@@ -157,28 +157,21 @@ def test_assign_pixels_in_boxes_equals_full_resolution_resizing():
     assert (labels[1][masks[1]] < 2).all() and (labels[2] == -1).all()
 
 
-def test_cpu_features_run_channels_last_with_the_nchw_backbone_s_values():
-    import copy
-
-    from detectron2.structures import ImageList
-
+def test_cpu_features_run_channels_last_with_the_nchw_backbone_s_values(monkeypatch):
     from part_d2.engine.offline import read_rgb
-    from part_d2.modeling.onednn import onednn_available
-    from part_d2.modeling.pixel_grouping import concat_features, resize_longest
+    from part_d2.modeling import onednn
 
     records, _ = mini_records(1)
-    grouper = tiny_grouper()
-    reference = copy.deepcopy(grouper.backbone)  # untouched: NCHW, detectron2's own Conv2d
     image = read_rgb(records[0])
+    monkeypatch.setattr(onednn, "runs_on_onednn", lambda x: False)
+    reference = tiny_grouper()  # same seeded weights, backbone left NCHW with detectron2's own Conv2d
+    expected, expected_size, _ = reference.features(image)
+    monkeypatch.undo()
+    grouper = tiny_grouper()
     feats, padded_size, _ = grouper.features(image)
-    bgr = resize_longest(image, grouper.image_size)[:, :, ::-1]
-    x = torch.as_tensor(np.ascontiguousarray(bgr.transpose(2, 0, 1))).float()
-    images = ImageList.from_tensors([(x - grouper.pixel_mean) / grouper.pixel_std], grouper.size_divisibility)
-    with torch.no_grad():
-        expected = concat_features(reference(images.tensor), grouper.feature_keys)[0]
-    assert not grouper.normalize_features
-    assert tuple(images.tensor.shape[-2:]) == padded_size
+    assert not reference.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert padded_size == expected_size
     # float tolerance: other summation orders through 3 stages of random convolutions
     torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
     converted = grouper.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert converted == onednn_available()
+    assert converted == onednn.onednn_available()

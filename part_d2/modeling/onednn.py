@@ -119,6 +119,15 @@ def runs_on_onednn(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and onednn_available()
 
 
+def channels_last_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input (N, C, H, W) to give ``module``: on oneDNN, ``module`` is converted by
+    :func:`channels_last` (once) and ``x`` returned channels-last; elsewhere ``x`` as it is."""
+    if not runs_on_onednn(x):
+        return x
+    channels_last(module)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class Conv2d(D2Conv2d):
     """detectron2's ``Conv2d``; a 1x1, stride-1 convolution of a channels-last input is computed
     by :func:`linear` over the channels (the same function, float tolerance)."""

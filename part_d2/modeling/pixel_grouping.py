@@ -28,7 +28,7 @@ from detectron2.structures import ImageList
 from part_d2.clustering.kmeans import batched_kmeans
 from part_d2.modeling.build import load_part_model
 from part_d2.modeling.dense_crf import CRF_MODES, refine_parts_with_crf
-from part_d2.modeling.onednn import channels_last, runs_on_onednn
+from part_d2.modeling.onednn import channels_last_input
 
 logger = logging.getLogger(__name__)
 METRICS = ("dot", "l2")
@@ -251,10 +251,7 @@ class PixelGrouper:
         x = small[:, :, ::-1] if self.input_format == "BGR" else small
         x = torch.as_tensor(np.ascontiguousarray(x.transpose(2, 0, 1)), device=self.device).float()
         images = ImageList.from_tensors([(x - self.pixel_mean) / self.pixel_std], self.size_divisibility)
-        x = images.tensor
-        if runs_on_onednn(x):  # CPU: the convolutions run channels-last (see onednn.py)
-            channels_last(self.backbone)
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = channels_last_input(self.backbone, images.tensor)  # CPU: channels-last convolutions (onednn.py)
         feats = concat_features(self.backbone(x), self.feature_keys)[0]
         if self.normalize_features:
             feats = F.normalize(feats, dim=0)

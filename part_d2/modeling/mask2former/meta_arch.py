@@ -10,7 +10,7 @@ from detectron2.structures import BitMasks, ImageList, PolygonMasks
 from torch import nn
 
 from part_d2.modeling.object_aware import PostAwareFilter
-from part_d2.modeling.onednn import channels_last, runs_on_onednn
+from part_d2.modeling.onednn import channels_last_input
 
 from .criterion import SetCriterion
 from .head import MaskFormerHead
@@ -149,10 +149,7 @@ class PartMask2Former(nn.Module):
             ``"aux_outputs"`` and ``"mask_features"`` (N, mask_dim, H'/4, W'/4) (H', W': padded size).
         """
         images = self.preprocess_image(batched_inputs)
-        x = images.tensor
-        if runs_on_onednn(x):  # CPU: the convolutions run channels-last (see onednn.py)
-            channels_last(self)
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = channels_last_input(self, images.tensor)  # CPU: channels-last convolutions (onednn.py)
         return images, self.sem_seg_head(self.backbone(x))
 
     def mask_features(self, batched_inputs: List[Dict]) -> torch.Tensor:
